@@ -1,0 +1,64 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+
+#include <errno.h>
+#include <string.h>
+
+#include <openssl/crypto.h>
+#include <openssl/rand.h>
+#include <openssl/sha.h>
+
+#include "crypto-util.h"
+#include "log.h"
+
+int crypto_error(int error, const char *what) {
+        unsigned long e, last = 0;
+        char buf[256];
+
+        error = ERRNO_VALUE(error) ?: EIO;
+
+        while ((e = ERR_get_error()) != 0) {
+                ERR_error_string_n(e, buf, sizeof(buf));
+                log_debug("%s: OpenSSL: %s", strna(what), buf);
+                last = e;
+        }
+        if (last != 0 && ERR_GET_REASON(last) == ERR_R_MALLOC_FAILURE)
+                return -ENOMEM;
+        return -error;
+}
+
+const char *crypto_error_reason(void) {
+        unsigned long e = ERR_peek_error();
+        const char *r;
+
+        if (e == 0)
+                return "unknown error";
+        r = ERR_reason_error_string(e);
+        return r ?: "unknown error";
+}
+
+int crypto_random_bytes(void *p, size_t n) {
+        if (n == 0)
+                return 0;
+        if (n > INT_MAX)
+                return -EINVAL;
+        if (RAND_bytes(p, (int) n) != 1)
+                return crypto_error(EIO, "RAND_bytes");
+        return 0;
+}
+
+bool crypto_memeq(const void *a, const void *b, size_t n) {
+        return CRYPTO_memcmp(a, b, n) == 0;
+}
+
+int crypto_sha256(const void *p, size_t n, uint8_t ret[static 32]) {
+        if (!EVP_Digest(p, n, ret, NULL, EVP_sha256(), NULL))
+                return crypto_error(EIO, "SHA-256");
+        return 0;
+}
+
+void *crypto_erase_and_free(void *p, size_t n) {
+        if (p)
+                OPENSSL_cleanse(p, n);
+        free(p);
+        return NULL;
+}

@@ -1,0 +1,174 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+
+#include <ftw.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "tests.h"
+
+#define TESTS_MAX 512
+
+struct test {
+        const char *name;
+        void (*func)(void);
+};
+
+static struct test tests[TESTS_MAX];
+static size_t n_tests;
+static char current_case[512];
+static char tmpdir[256];
+static const char *current_test;
+
+void test_register(const char *name, void (*func)(void)) {
+        if (n_tests >= TESTS_MAX) {
+                fprintf(stderr, "Too many tests, raise TESTS_MAX\n");
+                abort();
+        }
+        tests[n_tests++] = (struct test) { name, func };
+}
+
+void test_case_set(const char *format, ...) {
+        va_list ap;
+
+        va_start(ap, format);
+        vsnprintf(current_case, sizeof(current_case), format, ap);
+        va_end(ap);
+}
+
+const char *test_case_get(void) {
+        return current_case;
+}
+
+void test_fail(const char *file, int line, const char *format, ...) {
+        va_list ap;
+
+        fflush(stdout);
+        fprintf(stderr, "# %s:%i: %s: ", file, line, current_test ?: "?");
+        if (current_case[0])
+                fprintf(stderr, "[case %s] ", current_case);
+        va_start(ap, format);
+        vfprintf(stderr, format, ap);
+        va_end(ap);
+        fputc('\n', stderr);
+        abort();
+}
+
+void test_skip(const char *format, ...) {
+        va_list ap;
+
+        fflush(stdout);
+        fprintf(stderr, "# skip %s: ", current_test ?: "?");
+        va_start(ap, format);
+        vfprintf(stderr, format, ap);
+        va_end(ap);
+        fputc('\n', stderr);
+        exit(77);
+}
+
+static int rm_one(const char *path, const struct stat *st, int flag, struct FTW *ftw) {
+        (void) st;
+        (void) flag;
+        (void) ftw;
+        (void) remove(path);
+        return 0;
+}
+
+static void tmpdir_cleanup(void) {
+        if (tmpdir[0])
+                (void) nftw(tmpdir, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+        tmpdir[0] = '\0';
+}
+
+const char *test_tmpdir(void) {
+        if (!tmpdir[0]) {
+                const char *base = getenv("TMPDIR") ?: "/tmp";
+
+                snprintf(tmpdir, sizeof(tmpdir), "%s/ztna-test-XXXXXX", base);
+                if (!mkdtemp(tmpdir)) {
+                        tmpdir[0] = '\0';
+                        test_fail(__FILE__, __LINE__, "mkdtemp: %m");
+                }
+        }
+        return tmpdir;
+}
+
+const char *test_source_dir(void) {
+        return getenv("ZTNA_SOURCE_DIR");
+}
+
+static bool selected(int argc, char **argv, const char *name) {
+        if (argc <= 1)
+                return true;
+        for (int i = 1; i < argc; i++)
+                if (strcmp(argv[i], name) == 0)
+                        return true;
+        return false;
+}
+
+/* Runs one case; returns 0 pass, 77 skip, anything else fail. */
+static int run_one(const struct test *t, bool nofork) {
+        pid_t pid;
+        int status;
+
+        current_test = t->name;
+        current_case[0] = '\0';
+
+        if (nofork) {
+                t->func();
+                tmpdir_cleanup();
+                return 0;
+        }
+
+        fflush(stdout);
+        fflush(stderr);
+        pid = fork();
+        if (pid < 0) {
+                fprintf(stderr, "# fork: %m\n");
+                return 1;
+        }
+        if (pid == 0) {
+                t->func();
+                tmpdir_cleanup();
+                fflush(stdout);
+                _exit(0);
+        }
+        while (waitpid(pid, &status, 0) < 0)
+                if (errno != EINTR)
+                        return 1;
+        if (WIFEXITED(status))
+                return WEXITSTATUS(status);
+        fprintf(stderr, "# %s: killed by signal %s\n", t->name, strsignal(WTERMSIG(status)));
+        return 1;
+}
+
+int main(int argc, char **argv) {
+        bool nofork = getenv("ZTNA_TEST_NOFORK") != NULL;
+        size_t n = 0, failed = 0;
+
+        for (size_t i = 0; i < n_tests; i++)
+                if (selected(argc, argv, tests[i].name))
+                        n++;
+
+        printf("1..%zu\n", n);
+        n = 0;
+        for (size_t i = 0; i < n_tests; i++) {
+                int r;
+
+                if (!selected(argc, argv, tests[i].name))
+                        continue;
+                r = run_one(&tests[i], nofork);
+                n++;
+                if (r == 0)
+                        printf("ok %zu - %s\n", n, tests[i].name);
+                else if (r == 77)
+                        printf("ok %zu - %s # SKIP\n", n, tests[i].name);
+                else {
+                        printf("not ok %zu - %s\n", n, tests[i].name);
+                        failed++;
+                }
+                fflush(stdout);
+        }
+        return failed > 0 ? 1 : 0;
+}
