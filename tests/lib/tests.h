@@ -28,6 +28,16 @@ _Noreturn void test_fail(const char *file, int line, const char *format, ...) __
 const char *test_tmpdir(void);
 /* Directory of the source tree (from ZTNA_SOURCE_DIR, set by meson), or NULL. */
 const char *test_source_dir(void);
+/* Runs argv[0] (searched in PATH) with argv — never through a shell — stdin from /dev/null so it can
+ * never prompt, stdout and stderr collected into a static buffer (*ret_output, may be NULL). Returns the
+ * exit status (128 + signal when killed). Skips the case when the program is not installed. */
+int test_run(char **ret_output, const char *const *argv);
+#define TEST_RUN(out, ...) test_run((out), (const char *const[]) { __VA_ARGS__, NULL })
+/* "<test_tmpdir()>/<name>", in one of a few rotating static buffers. */
+char *test_path(const char *name);
+void test_write_file(const char *path, const void *data, size_t size);
+/* Reads a whole (small) file into a static NUL-terminated buffer. */
+char *test_read_file(const char *path, size_t *ret_size);
 /* Skips the current case (TAP "# SKIP"), e.g. when a tool is missing. */
 _Noreturn void test_skip(const char *format, ...) __attribute__((format(printf, 1, 2)));
 
