@@ -1,1 +1,287 @@
 /* SPDX-License-Identifier: Apache-2.0 */
+
+#include <assert.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <sys/stat.h>
+
+#include "fileio.h"
+#include "log.h"
+#include "random-util.h"
+#include "string-util.h"
+
+/* First allocation when the file does not tell its size (e.g. st_size == 0 in /proc). */
+#define READ_CHUNK 4096U
+
+static int verify_regular(int fd) {
+        struct stat st;
+
+        if (fstat(fd, &st) < 0)
+                return -errno;
+        if (S_ISDIR(st.st_mode))
+                return -EISDIR;
+        if (!S_ISREG(st.st_mode))
+                return -EBADFD;
+        return 0;
+}
+
+/* Grows *buf from *alloc to n bytes. For secrets the old buffer is copied and wiped instead of handed to
+ * realloc(), which might leave the old contents behind in freed memory. */
+static int grow(char **buf, size_t *alloc, size_t used, size_t n, bool secret) {
+        char *b;
+
+        if (!secret) {
+                b = realloc(*buf, n);
+                if (!b)
+                        return -ENOMEM;
+        } else {
+                b = malloc(n);
+                if (!b)
+                        return -ENOMEM;
+                if (*buf)
+                        memcpy(b, *buf, used);
+                erase_and_free(*buf, *alloc);
+        }
+        *buf = b;
+        *alloc = n;
+        return 0;
+}
+
+static int read_full_file_internal(const char *path, size_t max_size, bool secret, char **ret,
+                                   size_t *ret_size) {
+        _cleanup_close_ int fd = -EBADF;
+        size_t alloc = 0, used = 0;
+        char *buf = NULL;
+        struct stat st;
+        int r;
+
+        assert(path);
+        assert(ret);
+
+        if (max_size == 0)
+                max_size = READ_FULL_FILE_SIZE_MAX;
+        if (max_size > READ_FULL_FILE_SIZE_MAX)
+                return -EINVAL;
+
+        /* O_NONBLOCK so that opening a FIFO does not hang before we get to refuse it; it has no effect
+         * on regular files. */
+        fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
+        if (fd < 0)
+                return -errno;
+        r = verify_regular(fd);
+        if (r < 0)
+                return r;
+        if (fstat(fd, &st) < 0)
+                return -errno;
+        if ((uint64_t) st.st_size > max_size)
+                return -EFBIG;
+
+        /* One byte beyond the expected size, so that EOF is seen without growing, plus the NUL. */
+        r = grow(&buf, &alloc, 0, st.st_size > 0 ? (size_t) st.st_size + 2 : READ_CHUNK, secret);
+        if (r < 0)
+                return r;
+
+        for (;;) {
+                ssize_t k;
+
+                if (used + 1 >= alloc) {
+                        size_t n;
+
+                        if (used > max_size) {
+                                r = -EFBIG;
+                                goto fail;
+                        }
+                        /* Room for max_size + 1 bytes is enough to tell "too big" apart. */
+                        n = MIN(MAX(alloc * 2, (size_t) READ_CHUNK), max_size + 2);
+                        r = grow(&buf, &alloc, used, n, secret);
+                        if (r < 0)
+                                goto fail;
+                }
+
+                k = read(fd, buf + used, alloc - used - 1);
+                if (k < 0) {
+                        if (errno == EINTR)
+                                continue;
+                        r = -errno;
+                        goto fail;
+                }
+                if (k == 0)
+                        break;
+                used += (size_t) k;
+                if (used > max_size) {
+                        r = -EFBIG;
+                        goto fail;
+                }
+        }
+        buf[used] = '\0';
+
+        if (!ret_size && memchr(buf, '\0', used)) {
+                r = -EBADMSG;
+                goto fail;
+        }
+
+        /* Shrinking would mean another copy for secrets; for other files it saves little. */
+        *ret = buf;
+        if (ret_size)
+                *ret_size = used;
+        return 0;
+
+fail:
+        if (secret)
+                erase_and_free(buf, alloc);
+        else
+                free(buf);
+        return r;
+}
+
+int read_full_file(const char *path, size_t max_size, char **ret, size_t *ret_size) {
+        return read_full_file_internal(path, max_size, false, ret, ret_size);
+}
+
+int read_full_file_secret(const char *path, size_t max_size, char **ret, size_t *ret_size) {
+        return read_full_file_internal(path, max_size, true, ret, ret_size);
+}
+
+static int write_all(int fd, const void *data, size_t size) {
+        const uint8_t *p = data;
+
+        while (size > 0) {
+                ssize_t k;
+
+                k = write(fd, p, size);
+                if (k < 0) {
+                        if (errno == EINTR)
+                                continue;
+                        return -errno;
+                }
+                if (k == 0)
+                        return -EIO;
+                p += k;
+                size -= (size_t) k;
+        }
+        return 0;
+}
+
+static int fill_file(int fd, const void *data, size_t size, mode_t mode) {
+        int r;
+
+        /* Before any byte is written: a secret must never sit in a file with looser permissions. */
+        if (fchmod(fd, mode) < 0)
+                return -errno;
+        r = write_all(fd, data, size);
+        if (r < 0)
+                return r;
+        if (fsync(fd) < 0)
+                return -errno;
+        return 0;
+}
+
+/* A name that is not in use yet is not guaranteed, but with 64 random bits a collision is not a
+ * practical concern, and linkat() refuses to overwrite anyway (EEXIST). */
+static void tmp_name(char *buf, size_t size, const char *base) {
+        snprintf(buf, size, ".#%.200s.%016llx", base, (unsigned long long) random_u64());
+}
+
+/* O_TMPFILE: the file has no name until it is complete, so a crash never leaves a partial file behind.
+ * Returns -EOPNOTSUPP when the file system or kernel cannot do it, so that the caller falls back. */
+static int write_tmpfile(int dfd, const char *base, const void *data, size_t size, mode_t mode) {
+        _cleanup_close_ int fd = -EBADF;
+        char tmp[256], proc[64];
+        int r;
+
+        fd = openat(dfd, ".", O_TMPFILE | O_WRONLY | O_CLOEXEC, mode);
+        if (fd < 0) {
+                /* EISDIR/EINVAL: kernels before 3.11 see O_DIRECTORY|O_WRONLY or an unknown flag. */
+                if (errno == EOPNOTSUPP || errno == EISDIR || errno == EINVAL)
+                        return -EOPNOTSUPP;
+                return -errno;
+        }
+        r = fill_file(fd, data, size, mode);
+        if (r < 0)
+                return r;
+
+        /* Linking by /proc path works without CAP_DAC_READ_SEARCH, unlike AT_EMPTY_PATH. */
+        snprintf(proc, sizeof(proc), "/proc/self/fd/%i", fd);
+        tmp_name(tmp, sizeof(tmp), base);
+        if (linkat(AT_FDCWD, proc, dfd, tmp, AT_SYMLINK_FOLLOW) < 0) {
+                if (errno == ENOENT) /* no /proc */
+                        return -EOPNOTSUPP;
+                return -errno;
+        }
+        if (renameat(dfd, tmp, dfd, base) < 0) {
+                r = -errno;
+                (void) unlinkat(dfd, tmp, 0);
+                return r;
+        }
+        return 0;
+}
+
+static int write_mkostemp(int dfd, const char *dir, const char *base, const void *data, size_t size,
+                          mode_t mode) {
+        _cleanup_free_ char *path = NULL;
+        _cleanup_close_ int fd = -EBADF;
+        const char *tmp;
+        int r;
+
+        /* Cut like tmp_name() does, so that the name stays below NAME_MAX. */
+        if (asprintf(&path, "%s/.#%.200s.XXXXXX", dir, base) < 0)
+                return -ENOMEM;
+        /* mkostemp() creates the file with mode 0600 regardless of umask: no window with looser bits. */
+        fd = mkostemp(path, O_CLOEXEC);
+        if (fd < 0)
+                return -errno;
+        tmp = strrchr(path, '/') + 1;
+
+        r = fill_file(fd, data, size, mode);
+        if (r >= 0 && renameat(dfd, tmp, dfd, base) < 0)
+                r = -errno;
+        if (r < 0)
+                (void) unlinkat(dfd, tmp, 0);
+        return r;
+}
+
+int write_file_atomic(const char *path, const void *data, size_t size, mode_t mode) {
+        _cleanup_free_ char *dir = NULL;
+        _cleanup_close_ int dfd = -EBADF;
+        const char *base, *slash;
+        int r;
+
+        assert(path);
+        assert(data || size == 0);
+
+        if ((mode & ~07777) != 0)
+                return -EINVAL;
+
+        slash = strrchr(path, '/');
+        base = slash ? slash + 1 : path;
+        if (isempty(base) || streq(base, ".") || streq(base, "..") || strlen(base) > NAME_MAX)
+                return -EINVAL;
+        if (!slash)
+                dir = strdup(".");
+        else if (slash == path)
+                dir = strdup("/");
+        else
+                dir = strndup(path, (size_t) (slash - path));
+        if (!dir)
+                return -ENOMEM;
+
+        dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (dfd < 0)
+                return -errno;
+
+        r = write_tmpfile(dfd, base, data, size, mode);
+        if (r == -EOPNOTSUPP) {
+                log_debug("O_TMPFILE not usable in '%s', falling back to a named temporary file.", dir);
+                r = write_mkostemp(dfd, dir, base, data, size, mode);
+        }
+        if (r < 0)
+                return r;
+
+        /* The rename is durable only once the directory entry is on disk. */
+        if (fsync(dfd) < 0)
+                return -errno;
+        return 0;
+}

@@ -89,8 +89,11 @@ char *format_timespan(char *buf, size_t size, usec_t t, usec_t accuracy) {
                 a = t / table[i].usec;
                 t -= a * table[i].usec;
                 n = snprintf(p, l, "%s%llu%s", something ? " " : "", (unsigned long long) a, table[i].suffix);
-                if (n < 0 || (size_t) n >= l)
+                if (n < 0 || (size_t) n >= l) {
+                        /* Drop the partial component rather than leave half of it behind. */
+                        *p = '\0';
                         break;
+                }
                 p += n;
                 l -= (size_t) n;
                 something = true;

@@ -1,7 +1,313 @@
 /* SPDX-License-Identifier: Apache-2.0 */
-/* Placeholder: cases arrive with the module. */
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "fileio.h"
+#include "macro.h"
 #include "tests.h"
 
-TEST(placeholder) {
-        test_skip("module not written yet");
+static char *tmp_path(const char *name) {
+        static char buf[4][512];
+        static unsigned i;
+        char *p = buf[i++ % ELEMENTSOF(buf)];
+
+        snprintf(p, sizeof(buf[0]), "%s/%s", test_tmpdir(), name);
+        return p;
+}
+
+static void put(const char *path, const void *data, size_t size) {
+        int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+
+        ASSERT_TRUE(fd >= 0);
+        ASSERT_EQ(write(fd, data, size), (ssize_t) size);
+        close(fd);
+}
+
+/* Names in dir other than "." and "..", joined with ','. */
+static const char *dir_listing(const char *dir) {
+        static char buf[1024];
+        struct dirent **list;
+        int n;
+
+        buf[0] = '\0';
+        n = scandir(dir, &list, NULL, alphasort);
+        ASSERT_TRUE(n >= 0);
+        for (int i = 0; i < n; i++) {
+                if (!streq(list[i]->d_name, ".") && !streq(list[i]->d_name, "..")) {
+                        if (buf[0])
+                                strncat(buf, ",", sizeof(buf) - strlen(buf) - 1);
+                        strncat(buf, list[i]->d_name, sizeof(buf) - strlen(buf) - 1);
+                }
+                free(list[i]);
+        }
+        free(list);
+        return buf;
+}
+
+typedef int (*reader_t)(const char *path, size_t max_size, char **ret, size_t *ret_size);
+static const struct {
+        const char *name;
+        reader_t read;
+} readers[] = {
+        { "read_full_file", read_full_file },
+        { "read_full_file_secret", read_full_file_secret },
+};
+
+TEST(read_content_and_size) {
+        const char *p = tmp_path("f");
+
+        put(p, "hello\nworld", 11);
+        for (size_t i = 0; i < ELEMENTSOF(readers); i++) {
+                _cleanup_free_ char *s = NULL, *t = NULL;
+                size_t n = 99;
+
+                CASE("%s", readers[i].name);
+                ASSERT_OK(readers[i].read(p, 100, &s, &n));
+                ASSERT_EQ(n, 11);
+                ASSERT_STREQ(s, "hello\nworld");
+                /* Without ret_size the result is a plain string. */
+                ASSERT_OK(readers[i].read(p, 100, &t, NULL));
+                ASSERT_STREQ(t, "hello\nworld");
+        }
+}
+
+TEST(read_empty_file) {
+        const char *p = tmp_path("empty");
+
+        put(p, "", 0);
+        for (size_t i = 0; i < ELEMENTSOF(readers); i++) {
+                _cleanup_free_ char *s = NULL;
+                size_t n = 99;
+
+                CASE("%s", readers[i].name);
+                ASSERT_OK(readers[i].read(p, 1, &s, &n));
+                ASSERT_EQ(n, 0);
+                ASSERT_STREQ(s, "");
+        }
+}
+
+TEST(read_size_limit) {
+        const char *p = tmp_path("ten");
+
+        put(p, "0123456789", 10);
+        for (size_t i = 0; i < ELEMENTSOF(readers); i++) {
+                _cleanup_free_ char *s = NULL;
+                char *untouched = (char *) "x";
+                size_t n = 99;
+
+                CASE("%s", readers[i].name);
+                ASSERT_OK(readers[i].read(p, 10, &s, &n));
+                ASSERT_EQ(n, 10);
+                ASSERT_ERROR(readers[i].read(p, 9, &untouched, &n), EFBIG);
+                ASSERT_STREQ(untouched, "x");
+                ASSERT_EQ(n, 10);
+                ASSERT_ERROR(readers[i].read(p, READ_FULL_FILE_SIZE_MAX + 1, &untouched, NULL), EINVAL);
+        }
+}
+
+TEST(read_zero_max_means_default) {
+        _cleanup_free_ char *s = NULL;
+        const char *p = tmp_path("f");
+
+        put(p, "abc", 3);
+        ASSERT_OK(read_full_file(p, 0, &s, NULL));
+        ASSERT_STREQ(s, "abc");
+}
+
+TEST(read_refuses_non_regular) {
+        const char *fifo = tmp_path("fifo");
+        char *s = NULL;
+
+        ASSERT_TRUE(mkfifo(fifo, 0600) == 0);
+        for (size_t i = 0; i < ELEMENTSOF(readers); i++) {
+                CASE("%s", readers[i].name);
+                ASSERT_ERROR(readers[i].read(test_tmpdir(), 100, &s, NULL), EISDIR);
+                /* Must not block waiting for a writer. */
+                ASSERT_ERROR(readers[i].read(fifo, 100, &s, NULL), EBADFD);
+                ASSERT_ERROR(readers[i].read("/dev/null", 100, &s, NULL), EBADFD);
+                ASSERT_ERROR(readers[i].read(tmp_path("missing"), 100, &s, NULL), ENOENT);
+        }
+        ASSERT_NULL(s);
+}
+
+TEST(read_embedded_nul) {
+        const char *p = tmp_path("nul");
+        _cleanup_free_ char *s = NULL;
+        char *untouched = NULL;
+        size_t n;
+
+        put(p, "a\0b", 3);
+        for (size_t i = 0; i < ELEMENTSOF(readers); i++) {
+                CASE("%s", readers[i].name);
+                /* As a string it would silently read as "a". */
+                ASSERT_ERROR(readers[i].read(p, 100, &untouched, NULL), EBADMSG);
+                ASSERT_NULL(untouched);
+        }
+        ASSERT_OK(read_full_file(p, 100, &s, &n));
+        ASSERT_EQ(n, 3);
+        ASSERT_MEMEQ(s, "a\0b", 4);
+}
+
+TEST(read_file_without_size_grows) {
+        /* /proc files report st_size 0: the buffer must grow while reading, past the first chunk. */
+        for (size_t i = 0; i < ELEMENTSOF(readers); i++) {
+                _cleanup_free_ char *s = NULL;
+                char *untouched = NULL;
+                size_t n;
+
+                CASE("%s", readers[i].name);
+                ASSERT_OK(readers[i].read("/proc/self/smaps", 0, &s, &n));
+                ASSERT_GT(n, 8192);
+                ASSERT_EQ(strlen(s), n);
+                ASSERT_STRSTR(s, "Size:");
+                /* The limit also holds when the size is only learnt by reading. */
+                ASSERT_ERROR(readers[i].read("/proc/self/smaps", 5000, &untouched, &n), EFBIG);
+                ASSERT_NULL(untouched);
+        }
+}
+
+TEST(read_large_file_exact) {
+        const size_t size = 3 * 65536 + 17;
+        _cleanup_free_ char *data = NULL;
+        const char *p = tmp_path("big");
+
+        data = ASSERT_NOT_NULL(malloc(size));
+        for (size_t i = 0; i < size; i++)
+                data[i] = (char) ('a' + i % 26);
+        put(p, data, size);
+        for (size_t i = 0; i < ELEMENTSOF(readers); i++) {
+                _cleanup_free_ char *s = NULL;
+                size_t n;
+
+                CASE("%s", readers[i].name);
+                ASSERT_OK(readers[i].read(p, size, &s, &n));
+                ASSERT_EQ(n, size);
+                ASSERT_MEMEQ(s, data, size);
+                ASSERT_EQ(s[size], '\0');
+        }
+}
+
+static void assert_file(const char *path, const char *content, mode_t mode) {
+        _cleanup_free_ char *s = NULL;
+        struct stat st;
+
+        ASSERT_OK(read_full_file(path, 0, &s, NULL));
+        ASSERT_STREQ(s, content);
+        ASSERT_TRUE(stat(path, &st) == 0);
+        ASSERT_EQ(st.st_mode & 07777, mode);
+}
+
+TEST(write_creates_with_exact_mode) {
+        const char *p = tmp_path("out");
+
+        /* The mode is exact whatever the umask: tighter and looser. */
+        umask(0077);
+        ASSERT_OK(write_file_atomic(p, "one", 3, 0644));
+        assert_file(p, "one", 0644);
+        umask(0);
+        ASSERT_OK(write_file_atomic(p, "two", 3, 0600));
+        assert_file(p, "two", 0600);
+        ASSERT_STREQ(dir_listing(test_tmpdir()), "out");
+}
+
+TEST(write_mode_zero_still_writes) {
+        const char *p = tmp_path("secret");
+        struct stat st;
+        char buf[8] = {};
+        int fd;
+
+        /* fchmod() happens on the open fd, so even mode 0 gets its data (read back as root only). */
+        ASSERT_OK(write_file_atomic(p, "key", 3, 0));
+        ASSERT_TRUE(stat(p, &st) == 0);
+        ASSERT_EQ(st.st_mode & 07777, 0);
+        ASSERT_EQ(st.st_size, 3);
+        if (geteuid() == 0) {
+                fd = open(p, O_RDONLY | O_CLOEXEC);
+                ASSERT_TRUE(fd >= 0);
+                ASSERT_EQ(read(fd, buf, sizeof(buf)), 3);
+                ASSERT_STREQ(buf, "key");
+                close(fd);
+        }
+}
+
+TEST(write_replaces_by_rename) {
+        const char *p = tmp_path("target");
+        struct stat before, after;
+
+        put(p, "old content", 11);
+        ASSERT_TRUE(stat(p, &before) == 0);
+        ASSERT_OK(write_file_atomic(p, "new", 3, 0640));
+        ASSERT_TRUE(stat(p, &after) == 0);
+        assert_file(p, "new", 0640);
+        /* A new inode: the old file was replaced, never truncated and rewritten in place. */
+        ASSERT_TRUE(before.st_ino != after.st_ino);
+        ASSERT_STREQ(dir_listing(test_tmpdir()), "target");
+}
+
+TEST(write_empty_and_binary) {
+        const char *p = tmp_path("bin");
+        _cleanup_free_ char *s = NULL;
+        size_t n;
+
+        ASSERT_OK(write_file_atomic(p, NULL, 0, 0600));
+        assert_file(p, "", 0600);
+        ASSERT_OK(write_file_atomic(p, "\0\1\2", 3, 0600));
+        ASSERT_OK(read_full_file(p, 0, &s, &n));
+        ASSERT_EQ(n, 3);
+        ASSERT_MEMEQ(s, "\0\1\2", 3);
+}
+
+TEST(write_failed_rename_leaves_target_and_no_temp) {
+        const char *dir = tmp_path("target.d"), *inside = tmp_path("target.d/keep");
+
+        /* A non-empty directory cannot be renamed over: the write fails at the very last step. */
+        ASSERT_TRUE(mkdir(dir, 0755) == 0);
+        put(inside, "kept", 4);
+        ASSERT_ERROR(write_file_atomic(dir, "new", 3, 0600), EISDIR);
+        assert_file(inside, "kept", 0644);
+        ASSERT_STREQ(dir_listing(test_tmpdir()), "target.d");
+        ASSERT_STREQ(dir_listing(dir), "keep");
+}
+
+TEST(write_failed_data_keeps_old_content) {
+        const char *p = tmp_path("config");
+        struct rlimit rl = { .rlim_cur = 64, .rlim_max = RLIM_INFINITY };
+        char big[4096];
+
+        /* A file size limit makes write() fail half-way (EFBIG, with SIGXFSZ ignored): the old file
+         * must survive complete, and the partial temporary file must be gone. */
+        put(p, "old content", 11);
+        memset(big, 'x', sizeof(big));
+        ASSERT_TRUE(signal(SIGXFSZ, SIG_IGN) != SIG_ERR);
+        ASSERT_TRUE(setrlimit(RLIMIT_FSIZE, &rl) == 0);
+        ASSERT_ERROR(write_file_atomic(p, big, sizeof(big), 0600), EFBIG);
+        rl.rlim_cur = RLIM_INFINITY;
+        ASSERT_TRUE(setrlimit(RLIMIT_FSIZE, &rl) == 0);
+        assert_file(p, "old content", 0644);
+        ASSERT_STREQ(dir_listing(test_tmpdir()), "config");
+}
+
+TEST(write_relative_path) {
+        ASSERT_TRUE(chdir(test_tmpdir()) == 0);
+        ASSERT_OK(write_file_atomic("rel", "r", 1, 0600));
+        assert_file(tmp_path("rel"), "r", 0600);
+}
+
+TEST(write_refuses_bad_arguments) {
+        char p[600];
+
+        ASSERT_ERROR(write_file_atomic(tmp_path("x/"), "a", 1, 0600), EINVAL);
+        ASSERT_ERROR(write_file_atomic(tmp_path(".."), "a", 1, 0600), EINVAL);
+        ASSERT_ERROR(write_file_atomic(tmp_path("."), "a", 1, 0600), EINVAL);
+        ASSERT_ERROR(write_file_atomic("", "a", 1, 0600), EINVAL);
+        ASSERT_ERROR(write_file_atomic(tmp_path("m"), "a", 1, 010000), EINVAL);
+        ASSERT_ERROR(write_file_atomic(tmp_path("missing/dir/f"), "a", 1, 0600), ENOENT);
+        snprintf(p, sizeof(p), "%s/%0300d", test_tmpdir(), 0);
+        ASSERT_ERROR(write_file_atomic(p, "a", 1, 0600), EINVAL);
+        ASSERT_STREQ(dir_listing(test_tmpdir()), "");
 }

@@ -1,0 +1,27 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+#pragma once
+
+/* Whole-file reads with a size cap, and atomic replacement of a file. Helpers: they log only at debug. */
+
+#include <stddef.h>
+#include <sys/types.h>
+
+/* Largest max_size accepted, and what max_size == 0 means. */
+#define READ_FULL_FILE_SIZE_MAX (64U * 1024U * 1024U)
+
+/* Reads a regular file completely into a new NUL-terminated buffer. Refuses a file larger than max_size
+ * bytes with -EFBIG (0 means READ_FULL_FILE_SIZE_MAX), a directory with -EISDIR and any other
+ * non-regular file (FIFO, socket, device) with -EBADFD, without blocking on them. When ret_size is NULL
+ * the caller wants a string, so content with an embedded NUL byte is refused with -EBADMSG. */
+int read_full_file(const char *path, size_t max_size, char **ret, size_t *ret_size);
+
+/* The same for secrets: the buffer is sized from the file up front, and if it must grow, the old copy is
+ * wiped before it is freed, so no unwiped copy is left on the heap. Free the result with
+ * erase_and_free(buf, size) or erase_and_free_string(). */
+int read_full_file_secret(const char *path, size_t max_size, char **ret, size_t *ret_size);
+
+/* Replaces path with data atomically: writes a temporary file in the same directory (O_TMPFILE when the
+ * file system supports it, else a hidden mkostemp() file), sets mode with fchmod() before any data is
+ * written, writes everything, fsync()s, renames it over path and fsync()s the directory. On failure the
+ * temporary file is removed and path is left as it was. */
+int write_file_atomic(const char *path, const void *data, size_t size, mode_t mode);
