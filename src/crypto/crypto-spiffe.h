@@ -41,19 +41,29 @@ SpiffeRole spiffe_role_from_string(const char *s);
 /* Parses any SPIFFE ID under the spec's rules (scheme, trust domain charset and case, no
  * port/userinfo/query/fragment, path segments non-empty and not "."/"..", segment charset, total
  * length). On failure returns -EINVAL and, when ret_reason is non-NULL, a static string naming the
- * violated rule (e.g. "trust domain contains upper-case characters"). */
+ * violated rule (e.g. "trust domain contains upper-case characters"); *ret_reason is set only on
+ * failure. ret may be NULL to validate only. A valid ID whose path happens to be /<role>/<id> gets
+ * role and name filled in; any other path leaves role invalid. */
 int spiffe_id_from_string(const char *s, SpiffeId **ret, const char **ret_reason);
 /* Like spiffe_id_from_string() but additionally requires a ztna workload ID /<role>/<id>. */
 int spiffe_id_from_string_ztna(const char *s, SpiffeId **ret, const char **ret_reason);
-/* Builds spiffe://<trust_domain>/<role>/<id>, validating every part. */
+/* Builds spiffe://<trust_domain>/<role>/<id>, validating every part (-EINVAL). */
 int spiffe_id_new_ztna(const char *trust_domain, SpiffeRole role, const char *id, SpiffeId **ret);
 /* Builds the trust-domain ID spiffe://<trust_domain> (used as the URI SAN of CA certificates). */
 int spiffe_id_new_trust_domain(const char *trust_domain, SpiffeId **ret);
 int spiffe_id_dup(const SpiffeId *id, SpiffeId **ret);
+/* The canonical URI (id->uri); NULL for NULL. */
+const char *spiffe_id_to_string(const SpiffeId *id);
+/* True for a trust-domain ID (empty path). */
+bool spiffe_id_is_trust_domain(const SpiffeId *id);
+/* True when the ID belongs to the trust domain td (exact, case-sensitive comparison). */
+bool spiffe_id_member_of(const SpiffeId *id, const char *trust_domain);
 bool spiffe_id_equal(const SpiffeId *a, const SpiffeId *b);
 SpiffeId *spiffe_id_free(SpiffeId *id);
 DEFINE_TRIVIAL_CLEANUP_FUNC(SpiffeId *, spiffe_id_free);
 
 /* Rule checks usable on their own (config validation, token fields). */
+/* -EINVAL with a static reason when td is not a valid trust domain name. */
+int spiffe_trust_domain_check(const char *td, const char **ret_reason);
 bool spiffe_trust_domain_is_valid(const char *td);
 bool ztna_id_is_valid(const char *id);
