@@ -1,0 +1,131 @@
+#!/bin/bash
+# SPDX-License-Identifier: Apache-2.0
+#
+# Runs every test ztna has: installs dependencies, builds with warnings as errors (gcc), builds with
+# AddressSanitizer+UBSan, runs the unit tests and the fuzz-corpus replays in both, then runs each
+# libFuzzer target (clang) for a bounded time. The last line is "N passed, N failed, N skipped"; the exit
+# status is non-zero if anything failed.
+#
+#   sudo ./tools/test.sh                 everything
+#   ZTNA_FUZZ_SECONDS=60 ./tools/test.sh  fuzz longer (default 20 s per target; 0 skips libFuzzer runs)
+#   ZTNA_TEST_BUILDDIR=DIR               where the build trees go (default: build-test/)
+set -uo pipefail
+
+cd "$(dirname "$0")/.."
+src=$(pwd)
+out=${ZTNA_TEST_BUILDDIR:-$src/build-test}
+fuzz_seconds=${ZTNA_FUZZ_SECONDS:-20}
+jobs=$(nproc 2>/dev/null || echo 2)
+summary=()
+total_passed=0
+total_failed=0
+total_skipped=0
+
+note() { printf '\n== %s\n' "$*"; }
+
+count() { # label testlog
+        local res
+        res=$(/usr/bin/python3 "$src/tools/test-summary.py" "$1" "$2")
+        printf '%s\n' "$res" | grep -v '^COUNTS '
+        summary+=("$(printf '%s\n' "$res" | head -n1)")
+        read -r _ p f s < <(printf '%s\n' "$res" | grep '^COUNTS ')
+        total_passed=$((total_passed + p))
+        total_failed=$((total_failed + f))
+        total_skipped=$((total_skipped + s))
+}
+
+fail_step() { # label: a build step that failed counts as one failure
+        summary+=("$1: build FAILED")
+        total_failed=$((total_failed + 1))
+}
+
+if [ "$(id -u)" -eq 0 ]; then
+        note "dependencies"
+        "$src/tools/install-deps.sh" || fail_step "install-deps"
+else
+        echo "test.sh: not root, skipping tools/install-deps.sh (run with sudo on a fresh machine)" >&2
+fi
+
+# build LABEL DIR MESON-ARGS… ; then runs the meson test suites in it.
+build_and_test() {
+        local label=$1 dir=$2
+        shift 2
+        note "$label: configure and build"
+        if [ ! -f "$dir/build.ninja" ]; then
+                meson setup "$dir" "$src" "$@" >"$dir.setup.log" 2>&1 || {
+                        mkdir -p "$dir"
+                        cat "$dir.setup.log"
+                        fail_step "$label"
+                        return
+                }
+        else
+                meson configure "$dir" "$@" >/dev/null || { fail_step "$label"; return; }
+        fi
+        if ! ninja -C "$dir" -j "$jobs"; then
+                fail_step "$label"
+                return
+        fi
+        note "$label: tests"
+        rm -f "$dir/meson-logs/testlog.json"
+        meson test -C "$dir" --num-processes "$jobs" --print-errorlogs || true
+        count "$label" "$dir/meson-logs/testlog.json"
+}
+
+mkdir -p "$out"
+
+build_and_test "gcc -Dwerror=true" "$out/release" -Dwerror=true -Dbuildtype=debugoptimized
+
+build_and_test "gcc ASan+UBSan" "$out/asan" -Dwerror=true -Db_sanitize=address,undefined -Db_lundef=false \
+        -Dbuildtype=debug
+
+# libFuzzer: each target explores from its seed corpus for a bounded time. New inputs go to a scratch
+# directory, never into the tree; a crash leaves its input under $out/fuzz-artifacts/.
+if [ "$fuzz_seconds" -gt 0 ] && command -v clang >/dev/null; then
+        label="libFuzzer (clang, ${fuzz_seconds}s per target)"
+        fdir="$out/fuzz"
+        note "$label: build"
+        ok=1
+        if [ ! -f "$fdir/build.ninja" ]; then
+                CC=clang meson setup "$fdir" "$src" -Dwerror=true -Dfuzzers=true -Db_sanitize=address,undefined \
+                        -Db_lundef=false -Dbuildtype=debugoptimized >"$fdir.setup.log" 2>&1 ||
+                        { cat "$fdir.setup.log"; ok=0; }
+        fi
+        targets=$(cd "$src/tests/fuzz" && ls fuzz-*.c | grep -v '^fuzz-main' | sed 's/\.c$//')
+        if [ $ok -eq 1 ]; then
+                for t in $targets; do
+                        ninja -C "$fdir" "tests/fuzz/$t-libfuzzer" || { ok=0; break; }
+                done
+        fi
+        if [ $ok -eq 0 ]; then
+                fail_step "$label"
+        else
+                p=0 f=0
+                mkdir -p "$out/fuzz-artifacts"
+                for t in $targets; do
+                        scratch=$(mktemp -d)
+                        note "$label: $t"
+                        if ASAN_OPTIONS=detect_leaks=1 "$fdir/tests/fuzz/$t-libfuzzer" \
+                                -max_total_time="$fuzz_seconds" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
+                                -artifact_prefix="$out/fuzz-artifacts/$t-" \
+                                "$scratch" "$src/tests/fuzz/corpus/$t" >"$out/fuzz-$t.log" 2>&1; then
+                                p=$((p + 1))
+                                grep -E '^stat::number_of_executed_units|^#[0-9]+.*DONE' "$out/fuzz-$t.log" | tail -n 2
+                        else
+                                f=$((f + 1))
+                                tail -n 40 "$out/fuzz-$t.log"
+                                echo "FAILED $t: see $out/fuzz-$t.log and $out/fuzz-artifacts/"
+                        fi
+                        rm -rf "$scratch"
+                done
+                summary+=("$label: $p passed, $f failed, 0 skipped")
+                total_passed=$((total_passed + p))
+                total_failed=$((total_failed + f))
+        fi
+fi
+
+note "summary"
+for s in "${summary[@]}"; do
+        echo "  $s"
+done
+echo "$total_passed passed, $total_failed failed, $total_skipped skipped"
+[ "$total_failed" -eq 0 ]
