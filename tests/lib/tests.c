@@ -210,7 +210,9 @@ static int run_one(const struct test *t, bool nofork) {
         return 1;
 }
 
-int main(int argc, char **argv) {
+/* Weak, so that programs which are not unit tests (tests/interop/grpc-peer, tools/bench) can link the
+ * fixtures and bring their own main(). */
+__attribute__((weak)) int main(int argc, char **argv) {
         bool nofork = getenv("ZTNA_TEST_NOFORK") != NULL;
         size_t n = 0, failed = 0;
 

@@ -1,0 +1,371 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+
+/* gRPC over our TLS + HTTP/2, C client against C server, on loopback: identity from the certificate,
+ * status codes and messages, unknown methods, unauthenticated peers, deadlines, bidirectional streaming,
+ * message size limits. Interoperability with a stock implementation is tests/integration. */
+
+#include <signal.h>
+#include <unistd.h>
+
+#include "net-fixture.h"
+#include "net-grpc.h"
+#include "tests.h"
+#include "ztna.pb-c.h"
+
+#define PEER_TUNNELER "spiffe://" FIXTURE_TRUST_DOMAIN "/tunneler/tun-1"
+
+/* ---- the server's test service ---------------------------------------------------------------------- */
+
+typedef struct ServiceState {
+        unsigned done_calls;
+        unsigned half_closes;
+        GrpcCall *slow_call;
+} ServiceState;
+
+static ServiceState state;
+
+/* Renew: answers with the caller's SPIFFE ID as "certificate"; "fail" → PERMISSION_DENIED with a message;
+ * "slow" → never answers (deadline tests). */
+static int renew_on_message(GrpcCall *call, ProtobufCMessage *m, void *userdata) {
+        Ztna__V1__RenewRequest *req = (Ztna__V1__RenewRequest *) m;
+        const SpiffeId *peer = grpc_call_get_peer(call);
+        ProtobufCBinaryData chain[1];
+        Ztna__V1__RenewResponse resp = ZTNA__V1__RENEW_RESPONSE__INIT;
+        int r = 0;
+
+        if (req->csr.len == 4 && memcmp(req->csr.data, "fail", 4) == 0)
+                r = grpc_call_finish(call, GRPC_STATUS_PERMISSION_DENIED, "not allowed: 100% ünïcode\nline");
+        else if (req->csr.len == 4 && memcmp(req->csr.data, "slow", 4) == 0)
+                state.slow_call = call;
+        else {
+                ASSERT_NOT_NULL(peer);
+                chain[0] = (ProtobufCBinaryData) { strlen(peer->uri), (uint8_t *) peer->uri };
+                resp.n_certificate_chain = 1;
+                resp.certificate_chain = chain;
+                r = grpc_call_send(call, &resp.base);
+                if (r >= 0)
+                        r = grpc_call_finish(call, GRPC_STATUS_OK, NULL);
+        }
+        protobuf_c_message_free_unpacked(m, NULL);
+        return r;
+}
+
+static int enroll_on_message(GrpcCall *call, ProtobufCMessage *m, void *userdata) {
+        Ztna__V1__EnrollResponse resp = ZTNA__V1__ENROLL_RESPONSE__INIT;
+        int r;
+
+        /* Reachable without a certificate: there is no peer identity. */
+        ASSERT_NULL(grpc_call_get_peer(call));
+        protobuf_c_message_free_unpacked(m, NULL);
+        r = grpc_call_send(call, &resp.base);
+        return r < 0 ? r : grpc_call_finish(call, GRPC_STATUS_OK, NULL);
+}
+
+/* Heartbeats: one ack per heartbeat, in order; OK once the client half-closes. */
+static int heartbeat_on_message(GrpcCall *call, ProtobufCMessage *m, void *userdata) {
+        Ztna__V1__TunnelerHeartbeat *hb = (Ztna__V1__TunnelerHeartbeat *) m;
+        Ztna__V1__HeartbeatAck ack = ZTNA__V1__HEARTBEAT_ACK__INIT;
+        int r;
+
+        ack.received_unix_ms = hb->sent_unix_ms; /* echo the sequence number */
+        protobuf_c_message_free_unpacked(m, NULL);
+        r = grpc_call_send(call, &ack.base);
+        return r;
+}
+
+static void heartbeat_on_half_close(GrpcCall *call, void *userdata) {
+        state.half_closes++;
+        ASSERT_OK(grpc_call_finish(call, GRPC_STATUS_OK, NULL));
+}
+
+static void on_done(GrpcCall *call, void *userdata) {
+        state.done_calls++;
+        if (state.slow_call == call)
+                state.slow_call = NULL;
+}
+
+static const GrpcMethod methods[] = {
+        { .path = "/ztna.v1.Enrollment/Renew", .input = &ztna__v1__renew_request__descriptor,
+          .on_message = renew_on_message, .on_done = on_done },
+        { .path = "/ztna.v1.Enrollment/Enroll", .input = &ztna__v1__enroll_request__descriptor,
+          .flags = GRPC_METHOD_UNAUTHENTICATED, .on_message = enroll_on_message, .on_done = on_done },
+        { .path = "/ztna.v1.TunnelSession/Heartbeats", .input = &ztna__v1__tunneler_heartbeat__descriptor,
+          .flags = GRPC_METHOD_CLIENT_STREAMING, .on_message = heartbeat_on_message,
+          .on_half_close = heartbeat_on_half_close, .on_done = on_done },
+};
+
+/* ---- plumbing ----------------------------------------------------------------------------------------- */
+
+typedef struct Env {
+        sd_event *e;
+        Pki pki;
+        Identity server_id, client_id;
+        TlsContext *sctx, *cctx;
+        GrpcServer *grpc;
+        H2Session *server, *client;
+} Env;
+
+static int server_on_request(H2Session *s, H2Stream *st, const H2Headers *h, void *userdata) {
+        return grpc_server_handle(userdata, st, h);
+}
+
+static void session_on_close(H2Session *s, int error, void *userdata) {
+}
+
+typedef struct Handshake {
+        TlsConnection *conn;
+        bool done;
+        int result;
+} Handshake;
+
+static void hs_done(TlsConnection *c, int error, void *userdata) {
+        Handshake *h = userdata;
+        h->done = true;
+        h->result = error;
+}
+
+static void hs_io(TlsConnection *c, void *userdata) {
+        (void) tls_connection_set_interest(c, false, false);
+}
+
+static bool hs_both(void *userdata) {
+        Handshake *h = userdata;
+        return h[0].done && h[1].done;
+}
+
+static void env_init(Env *env, bool client_cert, size_t max_message) {
+        static const TlsConnectionCallbacks hs = { .on_handshake = hs_done, .on_io = hs_io };
+        Handshake h[2] = {};
+        uint16_t port;
+        int lfd, cfd;
+
+        signal(SIGPIPE, SIG_IGN);
+        state = (ServiceState) {};
+        *env = (Env) {};
+        ASSERT_OK(sd_event_new(&env->e));
+        pki_init(&env->pki, FIXTURE_TRUST_DOMAIN);
+        pki_issue(&env->pki, SPIFFE_ROLE_CONTROLLER, "ctl-1", 0, USEC_PER_HOUR, &env->server_id);
+        pki_issue(&env->pki, SPIFFE_ROLE_TUNNELER, "tun-1", 0, USEC_PER_HOUR, &env->client_id);
+        env->sctx = fixture_server_context(&env->pki, &env->server_id, _SPIFFE_ROLE_INVALID);
+        ASSERT_OK(tls_context_set_client_certificate_required(env->sctx, false));
+        env->cctx = fixture_client_context(&env->pki, client_cert ? &env->client_id : NULL, SPIFFE_ROLE_CONTROLLER);
+        ASSERT_OK(grpc_server_new(methods, ELEMENTSOF(methods), max_message, NULL, &env->grpc));
+
+        lfd = fixture_listen(&port);
+        cfd = fixture_connect(port);
+        ASSERT_OK(tls_connection_new(env->sctx, env->e, fixture_accept(lfd), &hs, &h[0], &h[0].conn));
+        ASSERT_OK(tls_connection_new(env->cctx, env->e, cfd, &hs, &h[1], &h[1].conn));
+        close(lfd);
+        ASSERT_TRUE(fixture_run_until_func(env->e, hs_both, h, 10 * USEC_PER_SEC));
+        ASSERT_EQ(h[0].result, 0);
+        ASSERT_EQ(h[1].result, 0);
+        ASSERT_OK(h2_session_new(h[0].conn, NULL,
+                                 &(H2SessionCallbacks) { .on_request = server_on_request, .on_close = session_on_close },
+                                 env->grpc, &env->server));
+        ASSERT_OK(h2_session_new(h[1].conn, NULL, &(H2SessionCallbacks) { .on_close = session_on_close }, NULL,
+                                 &env->client));
+}
+
+static void env_done(Env *env) {
+        h2_session_unref(env->client);
+        h2_session_unref(env->server);
+        grpc_server_free(env->grpc);
+        tls_context_unref(env->sctx);
+        tls_context_unref(env->cctx);
+        identity_done(&env->server_id);
+        identity_done(&env->client_id);
+        pki_done(&env->pki);
+        sd_event_unref(env->e);
+}
+
+typedef struct Result {
+        bool finished;
+        GrpcStatus status;
+        char message[256];
+        unsigned n_messages;
+        char first[256];
+        uint64_t acks[200];
+} Result;
+
+static int result_on_message(GrpcClientCall *call, ProtobufCMessage *m, void *userdata) {
+        Result *r = userdata;
+
+        if (m->descriptor == &ztna__v1__renew_response__descriptor) {
+                Ztna__V1__RenewResponse *resp = (Ztna__V1__RenewResponse *) m;
+                if (resp->n_certificate_chain > 0)
+                        snprintf(r->first, sizeof(r->first), "%.*s", (int) resp->certificate_chain[0].len,
+                                 (const char *) resp->certificate_chain[0].data);
+        } else if (m->descriptor == &ztna__v1__heartbeat_ack__descriptor && r->n_messages < ELEMENTSOF(r->acks))
+                r->acks[r->n_messages] = ((Ztna__V1__HeartbeatAck *) m)->received_unix_ms;
+        r->n_messages++;
+        protobuf_c_message_free_unpacked(m, NULL);
+        return 0;
+}
+
+static void result_on_finish(GrpcClientCall *call, GrpcStatus status, const char *message, void *userdata) {
+        Result *r = userdata;
+
+        r->finished = true;
+        r->status = status;
+        snprintf(r->message, sizeof(r->message), "%s", strempty(message));
+}
+
+static const GrpcClientCallbacks result_callbacks = {
+        .on_message = result_on_message,
+        .on_finish = result_on_finish,
+};
+
+static void renew(Env *env, const char *path, const void *csr, size_t csr_len, usec_t timeout, Result *r) {
+        Ztna__V1__RenewRequest req = ZTNA__V1__RENEW_REQUEST__INIT;
+        GrpcClientCall *call = NULL;
+
+        *r = (Result) {};
+        req.csr = (ProtobufCBinaryData) { csr_len, (uint8_t *) csr };
+        ASSERT_OK(grpc_client_call_start(env->client, "ztna.test:443", path, &ztna__v1__renew_response__descriptor, 0,
+                                         timeout, &result_callbacks, r, &call));
+        ASSERT_OK(grpc_client_call_send(call, &req.base));
+        ASSERT_OK(grpc_client_call_close_send(call));
+        ASSERT_TRUE(fixture_run_until(env->e, &r->finished, 10 * USEC_PER_SEC));
+}
+
+/* ---- cases ---------------------------------------------------------------------------------------------- */
+
+TEST(unary_identity_from_certificate) {
+        Result r;
+        Env env;
+
+        env_init(&env, true, 0);
+        renew(&env, "/ztna.v1.Enrollment/Renew", "csr", 3, USEC_INFINITY, &r);
+        ASSERT_EQ(r.status, GRPC_STATUS_OK);
+        ASSERT_EQ(r.n_messages, 1);
+        ASSERT_STREQ(r.first, PEER_TUNNELER);
+        env_done(&env);
+}
+
+TEST(status_and_message_propagate) {
+        Result r;
+        Env env;
+
+        env_init(&env, true, 0);
+        renew(&env, "/ztna.v1.Enrollment/Renew", "fail", 4, USEC_INFINITY, &r);
+        ASSERT_EQ(r.status, GRPC_STATUS_PERMISSION_DENIED);
+        ASSERT_EQ(r.n_messages, 0);
+        /* Percent-encoded on the wire, decoded back exactly. */
+        ASSERT_STREQ(r.message, "not allowed: 100% ünïcode\nline");
+        env_done(&env);
+}
+
+TEST(unknown_method) {
+        Result r;
+        Env env;
+
+        env_init(&env, true, 0);
+        renew(&env, "/ztna.v1.Enrollment/Nope", "csr", 3, USEC_INFINITY, &r);
+        ASSERT_EQ(r.status, GRPC_STATUS_UNIMPLEMENTED);
+        env_done(&env);
+}
+
+TEST(unauthenticated_peer) {
+        Ztna__V1__EnrollRequest req = ZTNA__V1__ENROLL_REQUEST__INIT;
+        Result r = {};
+        Env env;
+
+        env_init(&env, false, 0);
+        /* Methods that need an identity refuse a peer without a certificate... */
+        renew(&env, "/ztna.v1.Enrollment/Renew", "csr", 3, USEC_INFINITY, &r);
+        ASSERT_EQ(r.status, GRPC_STATUS_UNAUTHENTICATED);
+        /* ...while Enroll is reachable. */
+        GrpcClientCall *call = NULL;
+        r = (Result) {};
+        ASSERT_OK(grpc_client_call_start(env.client, "ztna.test:443", "/ztna.v1.Enrollment/Enroll",
+                                         &ztna__v1__enroll_response__descriptor, 0, USEC_INFINITY, &result_callbacks,
+                                         &r, &call));
+        ASSERT_OK(grpc_client_call_send(call, &req.base));
+        ASSERT_OK(grpc_client_call_close_send(call));
+        ASSERT_TRUE(fixture_run_until(env.e, &r.finished, 10 * USEC_PER_SEC));
+        ASSERT_EQ(r.status, GRPC_STATUS_OK);
+        ASSERT_EQ(r.n_messages, 1);
+        env_done(&env);
+}
+
+static bool server_call_done(void *userdata) {
+        return state.done_calls >= *(unsigned *) userdata;
+}
+
+TEST(deadline_both_sides) {
+        unsigned want = 1;
+        Result r;
+        Env env;
+
+        env_init(&env, true, 0);
+        usec_t t0 = now(CLOCK_MONOTONIC);
+        renew(&env, "/ztna.v1.Enrollment/Renew", "slow", 4, 300 * USEC_PER_MSEC, &r);
+        ASSERT_EQ(r.status, GRPC_STATUS_DEADLINE_EXCEEDED);
+        ASSERT_GE(now(CLOCK_MONOTONIC) - t0, 250 * USEC_PER_MSEC);
+        /* The server learned the deadline from grpc-timeout and gave up the call too. */
+        ASSERT_TRUE(fixture_run_until_func(env.e, server_call_done, &want, 5 * USEC_PER_SEC));
+        ASSERT_NULL(state.slow_call);
+        ASSERT_EQ(grpc_server_get_n_calls(env.grpc), 0);
+        env_done(&env);
+}
+
+TEST(bidi_stream_in_order) {
+        GrpcClientCall *call = NULL;
+        Result r = {};
+        Env env;
+
+        env_init(&env, true, 0);
+        ASSERT_OK(grpc_client_call_start(env.client, "ztna.test:443", "/ztna.v1.TunnelSession/Heartbeats",
+                                         &ztna__v1__heartbeat_ack__descriptor, 0, 10 * USEC_PER_SEC,
+                                         &result_callbacks, &r, &call));
+        for (uint64_t i = 0; i < 100; i++) {
+                Ztna__V1__TunnelerHeartbeat hb = ZTNA__V1__TUNNELER_HEARTBEAT__INIT;
+
+                hb.sent_unix_ms = 1000 + i;
+                hb.version = (char *) "test";
+                ASSERT_OK(grpc_client_call_send(call, &hb.base));
+                if (i % 10 == 0)
+                        ASSERT_OK(sd_event_run(env.e, 0));
+        }
+        ASSERT_OK(grpc_client_call_close_send(call));
+        ASSERT_TRUE(fixture_run_until(env.e, &r.finished, 10 * USEC_PER_SEC));
+        ASSERT_EQ(r.status, GRPC_STATUS_OK);
+        ASSERT_EQ(r.n_messages, 100);
+        for (uint64_t i = 0; i < 100; i++)
+                ASSERT_EQ(r.acks[i], 1000 + i);
+        ASSERT_EQ(state.half_closes, 1);
+        env_done(&env);
+}
+
+TEST(message_size_limit) {
+        static uint8_t big[8192];
+        Result r;
+        Env env;
+
+        env_init(&env, true, 1024);
+        renew(&env, "/ztna.v1.Enrollment/Renew", big, sizeof(big), USEC_INFINITY, &r);
+        ASSERT_EQ(r.status, GRPC_STATUS_RESOURCE_EXHAUSTED);
+        /* The session survives: a normal call still works. */
+        renew(&env, "/ztna.v1.Enrollment/Renew", "csr", 3, USEC_INFINITY, &r);
+        ASSERT_EQ(r.status, GRPC_STATUS_OK);
+        env_done(&env);
+}
+
+TEST(unary_with_two_requests) {
+        Ztna__V1__RenewRequest req = ZTNA__V1__RENEW_REQUEST__INIT;
+        GrpcClientCall *call = NULL;
+        Result r = {};
+        Env env;
+
+        env_init(&env, true, 0);
+        req.csr = (ProtobufCBinaryData) { 4, (uint8_t *) "slow" };
+        ASSERT_OK(grpc_client_call_start(env.client, "ztna.test:443", "/ztna.v1.Enrollment/Renew",
+                                         &ztna__v1__renew_response__descriptor, 0, USEC_INFINITY, &result_callbacks,
+                                         &r, &call));
+        ASSERT_OK(grpc_client_call_send(call, &req.base));
+        ASSERT_OK(grpc_client_call_send(call, &req.base));
+        ASSERT_OK(grpc_client_call_close_send(call));
+        ASSERT_TRUE(fixture_run_until(env.e, &r.finished, 10 * USEC_PER_SEC));
+        ASSERT_EQ(r.status, GRPC_STATUS_INTERNAL);
+        env_done(&env);
+}
