@@ -47,3 +47,16 @@ if [ "${#missing[@]}" -gt 0 ]; then
 else
         echo "install-deps.sh: all ${#packages[@]} packages present"
 fi
+
+# grpc-js for the interop tests, pinned by tests/interop/package-lock.json, into tests/interop/node_modules.
+# npm ci starts from scratch, so it runs only when the lock file changed since the last install.
+interop="$(cd "$(dirname "$0")/.." && pwd)/tests/interop"
+stamp="$interop/node_modules/.ztna-package-lock.sha256"
+lock_sum=$(sha256sum "$interop/package-lock.json" | cut -d' ' -f1)
+if [ "$(cat "$stamp" 2>/dev/null)" = "$lock_sum" ]; then
+        echo "install-deps.sh: tests/interop/node_modules matches its lock file"
+else
+        echo "install-deps.sh: npm ci in tests/interop"
+        npm ci --prefix "$interop" --no-audit --no-fund --prefer-offline --ignore-scripts --loglevel=warn
+        echo "$lock_sum" >"$stamp"
+fi

@@ -2,9 +2,10 @@
 # SPDX-License-Identifier: Apache-2.0
 #
 # Runs every test ztna has: installs dependencies, builds with warnings as errors (gcc), builds with
-# AddressSanitizer+UBSan, runs the unit tests and the fuzz-corpus replays in both, then runs each
-# libFuzzer target (clang) for a bounded time. The last line is "N passed, N failed, N skipped"; the exit
-# status is non-zero if anything failed.
+# AddressSanitizer+UBSan, runs the unit tests and the fuzz-corpus replays in both, the integration tests
+# (tests/integration, pytest) with the release build, then runs each libFuzzer target (clang) for a
+# bounded time. The last line is "N passed, N failed, N skipped"; the exit status is non-zero if anything
+# failed.
 #
 #   sudo ./tools/test.sh                 everything
 #   ZTNA_FUZZ_SECONDS=60 ./tools/test.sh  fuzz longer (default 20 s per target; 0 skips libFuzzer runs)
@@ -23,9 +24,9 @@ total_skipped=0
 
 note() { printf '\n== %s\n' "$*"; }
 
-count() { # label testlog
+count() { # label testlog | --junit label pytest.xml pytest-exit-status
         local res
-        res=$(/usr/bin/python3 "$src/tools/test-summary.py" "$1" "$2")
+        res=$(/usr/bin/python3 "$src/tools/test-summary.py" "$@")
         printf '%s\n' "$res" | grep -v '^COUNTS '
         summary+=("$(printf '%s\n' "$res" | head -n1)")
         read -r _ p f s < <(printf '%s\n' "$res" | grep '^COUNTS ')
@@ -77,6 +78,15 @@ build_and_test "gcc -Dwerror=true" "$out/release" -Dwerror=true -Dbuildtype=debu
 
 build_and_test "gcc ASan+UBSan" "$out/asan" -Dwerror=true -Db_sanitize=address,undefined -Db_lundef=false \
         -Dbuildtype=debug
+
+# Integration: real programs over loopback (e.g. our gRPC against grpc-js), with the release build's
+# binaries and Debian's pytest. A missing or crashed pytest, or one that collected nothing, is a failure.
+label="integration (pytest)"
+note "$label"
+rm -f "$out/pytest.xml"
+ZTNA_BUILD_DIR="$out/release" /usr/bin/python3 -m pytest -q "$src/tests/integration" \
+        --junitxml="$out/pytest.xml" -o cache_dir="$out/pytest-cache" </dev/null
+count --junit "$label" "$out/pytest.xml" "$?"
 
 # libFuzzer: each target explores from its seed corpus for a bounded time. New inputs go to a scratch
 # directory, never into the tree; a crash leaves its input under $out/fuzz-artifacts/.

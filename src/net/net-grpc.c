@@ -41,7 +41,7 @@ struct GrpcCall {
 };
 
 struct GrpcClientCall {
-        H2Session *session;
+        H2Session *session;     /* not a reference: the session delivers on_close to our stream before it goes */
         H2Stream *stream;
         const ProtobufCMessageDescriptor *output;
         GrpcDecoder decoder;
@@ -93,7 +93,7 @@ static void call_free(GrpcCall *c) {
 
         sd_event_source_disable_unref(c->deadline_source);
         grpc_decoder_done(&c->decoder);
-        byte_queue_done(&c->out, false);
+        byte_queue_done(&c->out, true);
         free(c->path);
         free(c);
 }
@@ -139,7 +139,7 @@ static int status_headers(GrpcStatus status, const char *message, H2Header *h, s
 int grpc_call_finish(GrpcCall *c, GrpcStatus status, const char *message) {
         _cleanup_free_ char *encoded = NULL;
         char code[12];
-        H2Header h[4];
+        H2Header h[5];
         size_t n = 0;
         int r;
 
@@ -162,6 +162,7 @@ int grpc_call_finish(GrpcCall *c, GrpcStatus status, const char *message) {
                 /* Trailers-Only: one HEADERS frame with the status and END_STREAM. */
                 h[n++] = (H2Header) { ":status", "200" };
                 h[n++] = (H2Header) { "content-type", GRPC_CONTENT_TYPE };
+                h[n++] = (H2Header) { "grpc-accept-encoding", "identity" };
                 r = status_headers(status, message, h, &n, code, &encoded);
                 if (r < 0)
                         return r;
@@ -179,8 +180,7 @@ int grpc_call_finish_errno(GrpcCall *c, int error, const char *message) {
 }
 
 int grpc_call_send(GrpcCall *c, const ProtobufCMessage *msg) {
-        _cleanup_free_ uint8_t *frame = NULL;
-        size_t size;
+        _cleanup_(erase_and_freep) ByteBuffer frame = {};
         int r;
 
         assert(c);
@@ -188,17 +188,19 @@ int grpc_call_send(GrpcCall *c, const ProtobufCMessage *msg) {
 
         if (c->finished || !c->stream)
                 return -ESHUTDOWN;
-        r = grpc_message_pack_frame(msg, c->server->max_message_size, &frame, &size);
+        r = grpc_message_pack_frame(msg, c->server->max_message_size, &frame.data, &frame.size);
         if (r < 0)
                 return r;
-        r = byte_queue_push(&c->out, frame, size);
+        r = byte_queue_push(&c->out, frame.data, frame.size);
         if (r < 0)
                 return r;
         if (!c->headers_sent) {
                 c->headers_sent = true;
                 return h2_stream_respond(c->stream,
-                                         (H2Header[]) { { ":status", "200" }, { "content-type", GRPC_CONTENT_TYPE } },
-                                         2, true);
+                                         (H2Header[]) { { ":status", "200" },
+                                                        { "content-type", GRPC_CONTENT_TYPE },
+                                                        { "grpc-accept-encoding", "identity" } },
+                                         3, true);
         }
         return h2_stream_resume(c->stream);
 }
@@ -218,9 +220,9 @@ static int call_on_data(H2Stream *st, const uint8_t *data, size_t size, void *us
                 return 0;
 
         while (off < size && !c->finished) {
-                _cleanup_free_ uint8_t *buf = NULL;
+                _cleanup_(erase_and_freep) ByteBuffer buf = {};
                 ProtobufCMessage *msg = NULL;
-                size_t consumed = 0, len = 0;
+                size_t consumed = 0;
 
                 r = grpc_decoder_feed(&c->decoder, data + off, size - off, &consumed);
                 off += consumed;
@@ -239,7 +241,7 @@ static int call_on_data(H2Stream *st, const uint8_t *data, size_t size, void *us
                 if (r == 0)
                         break;
 
-                r = grpc_decoder_take(&c->decoder, &buf, &len);
+                r = grpc_decoder_take(&c->decoder, &buf.data, &buf.size);
                 if (r < 0) {
                         call_fail(c, r, "out of memory");
                         return 0;
@@ -248,7 +250,7 @@ static int call_on_data(H2Stream *st, const uint8_t *data, size_t size, void *us
                         (void) grpc_call_finish(c, GRPC_STATUS_INTERNAL, "more than one request for a unary method");
                         return 0;
                 }
-                r = grpc_message_unpack(c->method->input, buf, len, &msg);
+                r = grpc_message_unpack(c->method->input, buf.data, buf.size, &msg);
                 if (r < 0) {
                         (void) grpc_call_finish(c, GRPC_STATUS_INVALID_ARGUMENT, "malformed request message");
                         return 0;
@@ -495,9 +497,9 @@ static int client_on_data(H2Stream *st, const uint8_t *data, size_t size, void *
 
         (void) h2_stream_consume(st, size);
         while (off < size) {
-                _cleanup_free_ uint8_t *buf = NULL;
+                _cleanup_(erase_and_freep) ByteBuffer buf = {};
                 ProtobufCMessage *msg = NULL;
-                size_t consumed = 0, len = 0;
+                size_t consumed = 0;
 
                 r = grpc_decoder_feed(&c->decoder, data + off, size - off, &consumed);
                 off += consumed;
@@ -509,10 +511,10 @@ static int client_on_data(H2Stream *st, const uint8_t *data, size_t size, void *
                 }
                 if (r == 0)
                         break;
-                r = grpc_decoder_take(&c->decoder, &buf, &len);
+                r = grpc_decoder_take(&c->decoder, &buf.data, &buf.size);
                 if (r < 0)
                         return r;
-                r = grpc_message_unpack(c->output, buf, len, &msg);
+                r = grpc_message_unpack(c->output, buf.data, buf.size, &msg);
                 if (r < 0) {
                         client_set_status(c, GRPC_STATUS_INTERNAL, "malformed response message");
                         return r;
@@ -562,8 +564,7 @@ static void client_on_close(H2Stream *st, uint32_t error_code, void *userdata) {
                 c->callbacks.on_finish(c, c->status, c->message, c->userdata);
 
         grpc_decoder_done(&c->decoder);
-        byte_queue_done(&c->out, false);
-        h2_session_unref(c->session);
+        byte_queue_done(&c->out, true);
         free(c->message);
         free(c);
 }
@@ -588,7 +589,7 @@ int grpc_client_call_start(H2Session *session, const char *authority, const char
                            const ProtobufCMessageDescriptor *output, size_t max_message_size, usec_t timeout,
                            const GrpcClientCallbacks *callbacks, void *userdata, GrpcClientCall **ret) {
         char tbuf[GRPC_TIMEOUT_STRING_MAX];
-        H2Header h[8];
+        H2Header h[9];
         GrpcClientCall *c;
         size_t n = 0;
         int r;
@@ -603,7 +604,7 @@ int grpc_client_call_start(H2Session *session, const char *authority, const char
         if (!c)
                 return -ENOMEM;
         *c = (GrpcClientCall) {
-                .session = h2_session_ref(session),
+                .session = session,
                 .output = output,
                 .callbacks = *callbacks,
                 .userdata = userdata,
@@ -617,13 +618,14 @@ int grpc_client_call_start(H2Session *session, const char *authority, const char
         h[n++] = (H2Header) { ":authority", authority };
         h[n++] = (H2Header) { "content-type", GRPC_CONTENT_TYPE };
         h[n++] = (H2Header) { "te", "trailers" };
+        h[n++] = (H2Header) { "grpc-accept-encoding", "identity" };
         h[n++] = (H2Header) { "user-agent", "ztna/" PROJECT_VERSION };
         if (timeout != USEC_INFINITY)
                 h[n++] = (H2Header) { "grpc-timeout", grpc_timeout_format(timeout, tbuf) };
 
         r = h2_session_open_stream(session, h, n, false, &client_callbacks, c, &c->stream);
         if (r < 0) {
-                h2_session_unref(c->session);
+                grpc_decoder_done(&c->decoder);
                 free(c);
                 return r;
         }
@@ -642,8 +644,7 @@ int grpc_client_call_start(H2Session *session, const char *authority, const char
 }
 
 int grpc_client_call_send(GrpcClientCall *c, const ProtobufCMessage *msg) {
-        _cleanup_free_ uint8_t *frame = NULL;
-        size_t size;
+        _cleanup_(erase_and_freep) ByteBuffer frame = {};
         int r;
 
         assert(c);
@@ -651,10 +652,10 @@ int grpc_client_call_send(GrpcClientCall *c, const ProtobufCMessage *msg) {
 
         if (c->send_closed || !c->stream)
                 return -ESHUTDOWN;
-        r = grpc_message_pack_frame(msg, c->decoder.max_message_size, &frame, &size);
+        r = grpc_message_pack_frame(msg, c->decoder.max_message_size, &frame.data, &frame.size);
         if (r < 0)
                 return r;
-        r = byte_queue_push(&c->out, frame, size);
+        r = byte_queue_push(&c->out, frame.data, frame.size);
         if (r < 0)
                 return r;
         return h2_stream_resume(c->stream);

@@ -62,6 +62,7 @@ struct H2Session {
         bool closing;                  /* GOAWAY sent or received */
         uint32_t goaway_sent_code;     /* error code of a GOAWAY we sent (nghttp2 sends one on floods) */
         bool finished;                 /* on_close delivered */
+        bool freeing;                  /* inside the final unref */
         int error;
 };
 
@@ -676,14 +677,21 @@ H2Session *h2_session_ref(H2Session *s) {
 }
 
 H2Session *h2_session_unref(H2Session *s) {
-        if (!s || --s->n_ref > 0)
+        if (!s || s->freeing || --s->n_ref > 0)
                 return NULL;
 
-        /* Last reference gone without a finish (owner dropped us): streams go silently. */
+        /* Last reference gone while streams remain (the owner dropped an open session): every stream still
+         * hears on_close, so whoever owns it (a gRPC call, a CONNECT pipe) can release itself. The session
+         * stays allocated during these callbacks; a ref/unref pair inside them must not free it twice. */
+        s->freeing = true;
         while (s->streams) {
                 H2Stream *st = s->streams;
 
                 session_unlink_stream(s, st);
+                if (st->id >= 0)
+                        (void) nghttp2_session_set_stream_user_data(s->ngh, st->id, NULL);
+                if (st->callbacks.on_close)
+                        st->callbacks.on_close(st, H2_CANCEL, st->userdata);
                 stream_free(st);
         }
         sd_event_source_disable_unref(s->defer_source);
@@ -738,7 +746,7 @@ void h2_session_terminate(H2Session *s, uint32_t error_code) {
 }
 
 bool h2_session_is_open(const H2Session *s) {
-        return s && !s->finished && !s->closing;
+        return s && !s->finished && !s->closing && !s->freeing;
 }
 
 const SpiffeId *h2_session_get_peer_id(const H2Session *s) {

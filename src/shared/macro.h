@@ -7,6 +7,7 @@
 
 #include <errno.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -93,6 +94,18 @@ static inline char *erase_and_free_string(char *s) {
 
 static inline void erase_and_free_stringp(char **s) {
         *s = erase_and_free_string(*s);
+}
+
+/* A heap buffer with its size, for secrets that must be wiped with the size known:
+ * _cleanup_(erase_and_freep) ByteBuffer b = {}; */
+typedef struct ByteBuffer {
+        uint8_t *data;
+        size_t size;
+} ByteBuffer;
+
+static inline void erase_and_freep(ByteBuffer *b) {
+        b->data = erase_and_free(b->data, b->size);
+        b->size = 0;
 }
 
 #define _cleanup_free_ _cleanup_(freep)

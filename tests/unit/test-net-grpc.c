@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include "net-fixture.h"
+#include "net-grpc-frame.h"
 #include "net-grpc.h"
 #include "tests.h"
 #include "ztna.pb-c.h"
@@ -46,7 +47,7 @@ static int renew_on_message(GrpcCall *call, ProtobufCMessage *m, void *userdata)
                 if (r >= 0)
                         r = grpc_call_finish(call, GRPC_STATUS_OK, NULL);
         }
-        protobuf_c_message_free_unpacked(m, NULL);
+        grpc_message_free(m);
         return r;
 }
 
@@ -56,7 +57,7 @@ static int enroll_on_message(GrpcCall *call, ProtobufCMessage *m, void *userdata
 
         /* Reachable without a certificate: there is no peer identity. */
         ASSERT_NULL(grpc_call_get_peer(call));
-        protobuf_c_message_free_unpacked(m, NULL);
+        grpc_message_free(m);
         r = grpc_call_send(call, &resp.base);
         return r < 0 ? r : grpc_call_finish(call, GRPC_STATUS_OK, NULL);
 }
@@ -68,7 +69,7 @@ static int heartbeat_on_message(GrpcCall *call, ProtobufCMessage *m, void *userd
         int r;
 
         ack.received_unix_ms = hb->sent_unix_ms; /* echo the sequence number */
-        protobuf_c_message_free_unpacked(m, NULL);
+        grpc_message_free(m);
         r = grpc_call_send(call, &ack.base);
         return r;
 }
@@ -198,7 +199,7 @@ static int result_on_message(GrpcClientCall *call, ProtobufCMessage *m, void *us
         } else if (m->descriptor == &ztna__v1__heartbeat_ack__descriptor && r->n_messages < ELEMENTSOF(r->acks))
                 r->acks[r->n_messages] = ((Ztna__V1__HeartbeatAck *) m)->received_unix_ms;
         r->n_messages++;
-        protobuf_c_message_free_unpacked(m, NULL);
+        grpc_message_free(m);
         return 0;
 }
 
@@ -367,5 +368,34 @@ TEST(unary_with_two_requests) {
         ASSERT_OK(grpc_client_call_close_send(call));
         ASSERT_TRUE(fixture_run_until(env.e, &r.finished, 10 * USEC_PER_SEC));
         ASSERT_EQ(r.status, GRPC_STATUS_INTERNAL);
+        env_done(&env);
+}
+
+/* An owner that drops its session with a call in flight (daemon shutdown) still gets the call's final
+ * status, and nothing leaks (LeakSanitizer checks this case on its own). */
+TEST(dropping_session_finishes_calls) {
+        Ztna__V1__RenewRequest req = ZTNA__V1__RENEW_REQUEST__INIT;
+        GrpcClientCall *call = NULL;
+        Result r = {};
+        Env env;
+
+        env_init(&env, true, 0);
+        req.csr = (ProtobufCBinaryData) { 4, (uint8_t *) "slow" };
+        ASSERT_OK(grpc_client_call_start(env.client, "ztna.test:443", "/ztna.v1.Enrollment/Renew",
+                                         &ztna__v1__renew_response__descriptor, 0, USEC_INFINITY, &result_callbacks,
+                                         &r, &call));
+        ASSERT_OK(grpc_client_call_send(call, &req.base));
+        ASSERT_OK(grpc_client_call_close_send(call));
+        for (int i = 0; i < 20 && !state.slow_call; i++)
+                ASSERT_OK(sd_event_run(env.e, 10 * USEC_PER_MSEC));
+        ASSERT_NOT_NULL(state.slow_call);
+
+        env.client = h2_session_unref(env.client);
+        ASSERT_TRUE(r.finished);
+        ASSERT_EQ(r.status, GRPC_STATUS_UNAVAILABLE);
+        /* Same on the server side: its call is released with the session. */
+        env.server = h2_session_unref(env.server);
+        ASSERT_EQ(state.done_calls, 1);
+        ASSERT_EQ(grpc_server_get_n_calls(env.grpc), 0);
         env_done(&env);
 }

@@ -1,0 +1,206 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+#pragma once
+
+/* The controller's state: trust-domain metadata, CA material (keys sealed), enrollment tokens, agents,
+ * audit events. One interface, several backends (SQLite now, PostgreSQL later) held to one conformance
+ * test suite (tests/unit/test-controller-store.c).
+ *
+ * Rules every backend keeps:
+ * - Token consumption is atomic with recording the agent: store_enroll() checks the token (secret hash in
+ *   constant time, expiry, revocation, role, bound id), inserts the agent and marks the token used in ONE
+ *   transaction. Of any number of racing calls with one token, exactly one succeeds — across processes.
+ * - A revoked agent stays revoked: certificate updates for it are refused inside the same transaction.
+ * - Only SHA-256 hashes of token secrets are stored; CA private keys only as sealed envelopes.
+ * - Schema changes are numbered migrations applied at open, each in its own transaction; a database
+ *   newer than this code is refused (-EPROTONOSUPPORT), never modified.
+ * - Heartbeats are applied in batches (store_agents_touch), one transaction per batch.
+ *
+ * Times are CLOCK_REALTIME µs. Strings are UTF-8, stored and returned verbatim. */
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "crypto-spiffe.h"
+#include "crypto-token.h"
+#include "macro.h"
+#include "time-util.h"
+
+#define STORE_GROUPS_MAX 64        /* groups on one token or agent */
+#define STORE_LABELS_MAX 32        /* labels on one agent ("key=value") */
+#define STORE_STRING_MAX 1024      /* any single text field */
+#define STORE_AUDIT_PAGE_MAX 1000  /* rows one audit query returns at most */
+#define STORE_BLOB_MAX 65536       /* any binary field (public key, certificate, sealed key) */
+#define STORE_TOUCH_BATCH_MAX 4096 /* heartbeats in one store_agents_touch() call */
+#define STORE_LIST_MAX 1048576     /* rows one list call returns at most (-E2BIG beyond) */
+
+typedef struct Store Store;
+
+typedef struct StoreToken {
+        uint8_t id[TOKEN_ID_SIZE];
+        uint8_t secret_hash[TOKEN_HASH_SIZE];
+        SpiffeRole role;            /* SPIFFE_ROLE_CONNECTOR or SPIFFE_ROLE_TUNNELER */
+        char *bound_id;             /* the only agent id it may enroll, or NULL */
+        char *remote_network;       /* connector tokens: the network joined, or NULL */
+        char **groups;              /* tunneler tokens: groups joined (strv), or NULL */
+        char *created_by;           /* actor, for audit ("root", "admin:alice") */
+        usec_t created_at;
+        usec_t expires_at;
+        usec_t used_at;             /* 0: unused */
+        char *used_by;              /* SPIFFE ID it enrolled */
+        usec_t revoked_at;          /* 0: not revoked */
+} StoreToken;
+
+StoreToken *store_token_free(StoreToken *t);
+DEFINE_TRIVIAL_CLEANUP_FUNC(StoreToken *, store_token_free);
+void store_token_array_free(StoreToken **a, size_t n);
+
+typedef struct StoreAgent {
+        char *spiffe_id;            /* key */
+        SpiffeRole role;
+        char *id;
+        uint8_t *public_key;        /* SubjectPublicKeyInfo DER of the current key */
+        size_t public_key_size;
+        char *version;
+        char *private_ip;
+        char **labels;              /* "key=value" strv */
+        char *remote_network;
+        char **groups;
+        char *via;                  /* tunnelers: SPIFFE ID of the connector that forwarded the last heartbeat */
+        uint8_t token_id[TOKEN_ID_SIZE];
+        char *cert_serial;          /* hex, of the latest certificate issued */
+        usec_t cert_not_after;
+        usec_t enrolled_at;
+        usec_t last_seen;           /* 0: never */
+        usec_t revoked_at;          /* 0: not revoked */
+        char *revocation_reason;
+} StoreAgent;
+
+StoreAgent *store_agent_free(StoreAgent *a);
+DEFINE_TRIVIAL_CLEANUP_FUNC(StoreAgent *, store_agent_free);
+void store_agent_array_free(StoreAgent **a, size_t n);
+
+typedef enum StoreCaKind {
+        STORE_CA_ROOT,
+        STORE_CA_ISSUING,
+        _STORE_CA_KIND_MAX,
+        _STORE_CA_KIND_INVALID = -EINVAL,
+} StoreCaKind;
+
+typedef enum StoreCaState {
+        STORE_CA_STAGED,            /* root: in the trust bundle, not yet issuing */
+        STORE_CA_ACTIVE,            /* issues certificates (one active issuing CA at a time) */
+        STORE_CA_RETIRING,          /* no longer issues; still trusted until its leaves expire */
+        STORE_CA_RETIRED,           /* gone from the bundle */
+        _STORE_CA_STATE_MAX,
+        _STORE_CA_STATE_INVALID = -EINVAL,
+} StoreCaState;
+
+typedef struct StoreCa {
+        uint8_t fingerprint[32];    /* SHA-256 of the SPKI: key */
+        StoreCaKind kind;
+        StoreCaState state;
+        uint8_t *certificate;       /* DER */
+        size_t certificate_size;
+        uint8_t *sealed_key;        /* envelope (crypto-envelope) of the PKCS#8 key */
+        size_t sealed_key_size;
+        uint8_t parent[32];         /* issuing CAs: fingerprint of the root; zero for roots */
+        usec_t not_before, not_after;
+        usec_t created_at;
+} StoreCa;
+
+const char *store_ca_kind_to_string(StoreCaKind k);
+StoreCaKind store_ca_kind_from_string(const char *s);
+const char *store_ca_state_to_string(StoreCaState s);
+StoreCaState store_ca_state_from_string(const char *s);
+
+StoreCa *store_ca_free(StoreCa *c);
+DEFINE_TRIVIAL_CLEANUP_FUNC(StoreCa *, store_ca_free);
+void store_ca_array_free(StoreCa **a, size_t n);
+
+typedef struct StoreHeartbeat {
+        const char *spiffe_id;
+        usec_t last_seen;
+        const char *version;        /* NULL: unchanged */
+        const char *private_ip;     /* NULL: unchanged */
+        const char *via;            /* NULL: unchanged */
+} StoreHeartbeat;
+
+typedef struct StoreAuditEvent {
+        int64_t seq;                /* assigned by the store, increasing */
+        usec_t time;
+        char *event;                /* short name, e.g. "token-consumed" (MESSAGE_ID is derived from it) */
+        char *actor;                /* who did it: "root", "admin:alice", a SPIFFE ID */
+        char *subject;              /* what it was done to: a SPIFFE ID, token id, resource name; may be NULL */
+        char *detail;               /* JSON object text, may be NULL */
+} StoreAuditEvent;
+
+StoreAuditEvent *store_audit_event_free(StoreAuditEvent *e);
+DEFINE_TRIVIAL_CLEANUP_FUNC(StoreAuditEvent *, store_audit_event_free);
+void store_audit_event_array_free(StoreAuditEvent **a, size_t n);
+
+typedef struct StoreAuditFilter {
+        usec_t since, until;        /* since <= time < until; 0: unbounded */
+        const char *event;          /* exact, or NULL */
+        const char *actor;          /* exact, or NULL */
+        const char *subject;        /* exact, or NULL */
+        int64_t before_seq;         /* pagination: only rows with seq < before_seq; 0: from the newest */
+        size_t limit;               /* 1..STORE_AUDIT_PAGE_MAX */
+} StoreAuditFilter;
+
+/* Opens (creating if needed, mode 0600) and migrates. */
+int store_open_sqlite(const char *path, Store **ret);
+Store *store_free(Store *s);
+DEFINE_TRIVIAL_CLEANUP_FUNC(Store *, store_free);
+
+int store_get_schema_version(Store *s, unsigned *ret);
+
+/* Small key/value metadata ("trust_domain", …). -ENOENT when absent. */
+int store_meta_get(Store *s, const char *key, char **ret);
+int store_meta_set(Store *s, const char *key, const char *value);
+
+/* Tokens. create: -EEXIST for a duplicate id. revoke: -ENOENT, -EALREADY when already used or revoked. */
+int store_token_create(Store *s, const StoreToken *t);
+int store_token_get(Store *s, const uint8_t id[TOKEN_ID_SIZE], StoreToken **ret);
+int store_token_list(Store *s, StoreToken ***ret, size_t *ret_n);
+int store_token_revoke(Store *s, const uint8_t id[TOKEN_ID_SIZE], usec_t now);
+
+/* Consumes a token and records the agent, atomically (see above). agent->spiffe_id, role, id and public key
+ * are required; remote_network/groups come from the token and override the agent's. On success returns the
+ * token as it was (for its groups/network). On failure *ret_reason (static, printable to the agent) says why:
+ *   -ENOENT         "invalid token"            (unknown id or wrong secret: indistinguishable on purpose)
+ *   -EKEYEXPIRED    "token expired"
+ *   -EKEYREVOKED    "token revoked"
+ *   -EALREADY       "token already used"
+ *   -EPERM          "token is for another role" / "token is bound to another id"
+ *   -EEXIST         "an agent with this id is already enrolled"  (a revoked agent may be replaced)
+ * and "invalid enrollment request" (-EINVAL, -E2BIG) or "internal error" (anything else). Returns 0, or 1
+ * when a revoked agent was replaced. The store sets token_id, enrolled_at (= now), last_seen (0),
+ * revoked_at (0) and revocation_reason (NULL) itself. ret_token and ret_reason may be NULL. */
+int store_enroll(Store *s, const uint8_t token_id[TOKEN_ID_SIZE], const uint8_t secret_hash[TOKEN_HASH_SIZE],
+                 const StoreAgent *agent, usec_t now, StoreToken **ret_token, const char **ret_reason);
+
+int store_agent_get(Store *s, const char *spiffe_id, StoreAgent **ret);
+/* role _SPIFFE_ROLE_INVALID: all roles. Ordered by SPIFFE ID. */
+int store_agent_list(Store *s, SpiffeRole role, StoreAgent ***ret, size_t *ret_n);
+/* After a renewal or re-authentication: the new key and certificate. -ENOENT, -EKEYREVOKED (refused for a
+ * revoked agent inside the same transaction). */
+int store_agent_update_certificate(Store *s, const char *spiffe_id, const uint8_t *public_key,
+                                   size_t public_key_size, const char *cert_serial, usec_t cert_not_after);
+/* -ENOENT, -EALREADY when already revoked. */
+int store_agent_revoke(Store *s, const char *spiffe_id, const char *reason, usec_t now);
+/* Applies a batch of heartbeats in one transaction; unknown or revoked agents are skipped. Returns the
+ * number of rows updated. */
+int store_agents_touch(Store *s, const StoreHeartbeat *hb, size_t n);
+
+/* CA material. put: insert or replace by fingerprint. */
+int store_ca_put(Store *s, const StoreCa *ca);
+int store_ca_list(Store *s, StoreCa ***ret, size_t *ret_n);
+int store_ca_set_state(Store *s, const uint8_t fingerprint[32], StoreCaState state);
+
+/* Audit. append assigns seq and returns it. list: newest first. */
+int store_audit_append(Store *s, const StoreAuditEvent *e, int64_t *ret_seq);
+int store_audit_list(Store *s, const StoreAuditFilter *f, StoreAuditEvent ***ret, size_t *ret_n);
+
+/* "PRAGMA integrity_check" or the backend's equivalent: 0 when sound, -EUCLEAN with a log otherwise. */
+int store_check_integrity(Store *s);
