@@ -1,1 +1,1668 @@
 /* SPDX-License-Identifier: Apache-2.0 */
+
+/* The SQLite backend: one database file (0600, WAL, synchronous=FULL, foreign keys on), numbered
+ * migrations applied at open, prepared statements with bound parameters only, and every write that reads
+ * before it writes inside BEGIN IMMEDIATE, so that two processes racing on one token serialize on the
+ * database's write lock instead of both seeing it unused. A busy database makes a call wait up to
+ * BUSY_TIMEOUT_MSEC for the lock (SQLite's busy handler) before it fails with -EBUSY.
+ *
+ * The SQL sticks to what PostgreSQL also understands where that costs nothing: INTEGER/TEXT/BLOB columns,
+ * times as INTEGER µs with NULL for "never", ON CONFLICT upserts, RETURNING, partial indexes. Lists of
+ * strings live in child tables (token_groups, agent_groups, agent_labels) with a position column, so they
+ * come back in the order they were given and can be queried. Token ids are stored as lower-case hex (what
+ * listings show), hashes, keys and certificates as BLOBs. */
+
+#include <assert.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <string.h>
+#include <strings.h>
+
+#include <sqlite3.h>
+
+#include "controller-store-internal.h"
+#include "hexdecoct.h"
+#include "log.h"
+#include "string-util.h"
+#include "strv.h"
+
+/* How long a call waits for another connection's write transaction before failing with -EBUSY. */
+#define BUSY_TIMEOUT_MSEC 5000
+/* Longest audit query text built from fixed fragments. */
+#define AUDIT_SQL_MAX 512
+/* Integrity problems logged (at debug) before the rest are only counted. */
+#define INTEGRITY_LOG_MAX 10
+
+typedef struct SqliteStore {
+        Store store;
+        sqlite3 *db;
+        unsigned n_migrations; /* the migrations this code applies and accepts */
+} SqliteStore;
+
+_Static_assert(offsetof(SqliteStore, store) == 0, "Store must come first");
+
+static SqliteStore *SQLITE_STORE(Store *s) {
+        return (SqliteStore *) s;
+}
+
+/* Numbered schema migrations: entry i takes the schema from version i to i + 1. Never edit a released
+ * entry; append a new one. */
+static const char *const migrations[] = {
+        /* 1: everything controller-store.h needs. */
+        "CREATE TABLE schema_migrations ("
+        "        version INTEGER PRIMARY KEY NOT NULL,"
+        "        applied_at INTEGER NOT NULL"
+        ");"
+        "CREATE TABLE meta ("
+        "        key TEXT PRIMARY KEY NOT NULL,"
+        "        value TEXT NOT NULL"
+        ");"
+        "CREATE TABLE tokens ("
+        "        id TEXT PRIMARY KEY NOT NULL CHECK (length(id) = 32),"
+        "        secret_hash BLOB NOT NULL CHECK (length(secret_hash) = 32),"
+        "        role TEXT NOT NULL CHECK (role IN ('connector', 'tunneler')),"
+        "        bound_id TEXT,"
+        "        remote_network TEXT,"
+        "        created_by TEXT NOT NULL,"
+        "        created_at INTEGER NOT NULL,"
+        "        expires_at INTEGER NOT NULL,"
+        "        used_at INTEGER,"
+        "        used_by TEXT,"
+        "        revoked_at INTEGER"
+        ");"
+        "CREATE TABLE token_groups ("
+        "        token_id TEXT NOT NULL REFERENCES tokens (id) ON DELETE CASCADE,"
+        "        position INTEGER NOT NULL,"
+        "        name TEXT NOT NULL,"
+        "        PRIMARY KEY (token_id, position),"
+        "        UNIQUE (token_id, name)"
+        ");"
+        "CREATE TABLE agents ("
+        "        spiffe_id TEXT PRIMARY KEY NOT NULL,"
+        "        role TEXT NOT NULL CHECK (role IN ('connector', 'tunneler')),"
+        "        id TEXT NOT NULL,"
+        "        public_key BLOB NOT NULL,"
+        "        version TEXT,"
+        "        private_ip TEXT,"
+        "        remote_network TEXT,"
+        "        via TEXT,"
+        "        token_id TEXT NOT NULL REFERENCES tokens (id),"
+        "        cert_serial TEXT,"
+        "        cert_not_after INTEGER,"
+        "        enrolled_at INTEGER NOT NULL,"
+        "        last_seen INTEGER,"
+        "        revoked_at INTEGER,"
+        "        revocation_reason TEXT"
+        ");"
+        "CREATE TABLE agent_groups ("
+        "        agent TEXT NOT NULL REFERENCES agents (spiffe_id) ON DELETE CASCADE,"
+        "        position INTEGER NOT NULL,"
+        "        name TEXT NOT NULL,"
+        "        PRIMARY KEY (agent, position),"
+        "        UNIQUE (agent, name)"
+        ");"
+        "CREATE TABLE agent_labels ("
+        "        agent TEXT NOT NULL REFERENCES agents (spiffe_id) ON DELETE CASCADE,"
+        "        position INTEGER NOT NULL,"
+        "        key TEXT NOT NULL,"
+        "        value TEXT NOT NULL,"
+        "        PRIMARY KEY (agent, position),"
+        "        UNIQUE (agent, key)"
+        ");"
+        "CREATE TABLE cas ("
+        "        fingerprint BLOB PRIMARY KEY NOT NULL CHECK (length(fingerprint) = 32),"
+        "        kind TEXT NOT NULL CHECK (kind IN ('root', 'issuing')),"
+        "        state TEXT NOT NULL CHECK (state IN ('staged', 'active', 'retiring', 'retired')),"
+        "        certificate BLOB NOT NULL,"
+        "        sealed_key BLOB,"
+        "        parent BLOB CHECK (parent IS NULL OR length(parent) = 32),"
+        "        not_before INTEGER NOT NULL,"
+        "        not_after INTEGER NOT NULL,"
+        "        created_at INTEGER NOT NULL"
+        ");"
+        /* One active issuing CA at a time (controller-store.h), kept by the database itself. */
+        "CREATE UNIQUE INDEX cas_one_active_issuing ON cas (kind) "
+        "        WHERE kind = 'issuing' AND state = 'active';"
+        "CREATE TABLE audit ("
+        "        seq INTEGER PRIMARY KEY AUTOINCREMENT,"
+        "        time INTEGER NOT NULL,"
+        "        event TEXT NOT NULL,"
+        "        actor TEXT NOT NULL,"
+        "        subject TEXT,"
+        "        detail TEXT"
+        ");",
+
+        /* 2: the dashboard's queries: audit by time range and by subject, agents by role. */
+        "CREATE INDEX audit_time ON audit (time);"
+        "CREATE INDEX audit_subject ON audit (subject, seq);"
+        "CREATE INDEX agents_role ON agents (role, spiffe_id);",
+};
+
+unsigned store_sqlite_migrations_count(void) {
+        return ELEMENTSOF(migrations);
+}
+
+/* Errors */
+
+static int sqlite_errno(int rc, int sys_errno) {
+        switch (rc & 0xff) {
+        case SQLITE_OK:
+        case SQLITE_ROW:
+        case SQLITE_DONE:
+                return 0;
+        case SQLITE_BUSY:
+        case SQLITE_LOCKED:
+                return -EBUSY;
+        case SQLITE_NOMEM:
+                return -ENOMEM;
+        case SQLITE_CORRUPT:
+        case SQLITE_NOTADB:
+                return -EUCLEAN;
+        case SQLITE_CONSTRAINT:
+                /* Validation runs before any SQL, so only a unique key can legitimately refuse a row. */
+                if (rc == SQLITE_CONSTRAINT_UNIQUE || rc == SQLITE_CONSTRAINT_PRIMARYKEY)
+                        return -EEXIST;
+                return -EINVAL;
+        case SQLITE_FULL:
+                return -ENOSPC;
+        case SQLITE_READONLY:
+                return -EROFS;
+        case SQLITE_PERM:
+        case SQLITE_AUTH:
+                return -EACCES;
+        case SQLITE_TOOBIG:
+                return -E2BIG;
+        case SQLITE_CANTOPEN:
+#ifdef SQLITE_CANTOPEN_SYMLINK
+                if (rc == SQLITE_CANTOPEN_SYMLINK)
+                        return -ELOOP;
+#endif
+                return sys_errno > 0 ? -sys_errno : -EIO;
+        default:
+                return -EIO;
+        }
+}
+
+/* Maps an SQLite result code to a negative errno, logging SQLite's message at debug level. */
+static int sqlite_error(SqliteStore *s, int rc, const char *what) {
+        int sys_errno = sqlite3_system_errno(s->db);
+
+        return log_debug_errno(sqlite_errno(rc, sys_errno), "SQLite: %s: %s (%d, errno %d)", what,
+                               sqlite3_errmsg(s->db), rc, sys_errno);
+}
+
+static int sqlite_bind_error(SqliteStore *s) {
+        return sqlite_error(s, sqlite3_extended_errcode(s->db), "binding parameters");
+}
+
+static int corrupt(sqlite3_stmt *st, int column) {
+        return log_debug_errno(EUCLEAN, "SQLite: column '%s' holds an unexpected value.",
+                               strna(sqlite3_column_name(st, column)));
+}
+
+/* Statements and transactions */
+
+DEFINE_TRIVIAL_CLEANUP_FUNC(sqlite3_stmt *, sqlite3_finalize);
+
+static int prepare(SqliteStore *s, const char *sql, sqlite3_stmt **ret) {
+        int rc;
+
+        rc = sqlite3_prepare_v2(s->db, sql, -1, ret, NULL);
+        if (rc != SQLITE_OK)
+                return sqlite_error(s, rc, sql);
+        return 0;
+}
+
+/* Steps once: 1 for a row, 0 when done. */
+static int step(SqliteStore *s, sqlite3_stmt *st) {
+        int rc;
+
+        rc = sqlite3_step(st);
+        if (rc == SQLITE_ROW)
+                return 1;
+        if (rc == SQLITE_DONE)
+                return 0;
+        return sqlite_error(s, rc, sqlite3_sql(st));
+}
+
+/* Runs a statement to completion, expecting no rows. */
+static int step_done(SqliteStore *s, sqlite3_stmt *st) {
+        int r;
+
+        r = step(s, st);
+        if (r < 0)
+                return r;
+        if (r > 0)
+                return log_debug_errno(EIO, "SQLite: unexpected row from '%s'.", sqlite3_sql(st));
+        return 0;
+}
+
+/* Only for fixed SQL text without values (pragmas, transaction control, migration scripts). */
+static int exec(SqliteStore *s, const char *sql) {
+        int rc;
+
+        rc = sqlite3_exec(s->db, sql, NULL, NULL, NULL);
+        if (rc != SQLITE_OK)
+                return sqlite_error(s, rc, sql);
+        return 0;
+}
+
+/* A transaction guard: _cleanup_(tx_rollbackp) SqliteStore *tx = NULL; tx_begin(s, true, &tx); …
+ * tx_commit(&tx). Leaving the scope without a commit rolls back. */
+static void tx_rollbackp(SqliteStore **tx) {
+        if (!*tx)
+                return;
+        /* SQLite may have rolled back already (e.g. after SQLITE_FULL or an I/O error). */
+        if (!sqlite3_get_autocommit((*tx)->db))
+                (void) exec(*tx, "ROLLBACK");
+        *tx = NULL;
+}
+
+/* write: BEGIN IMMEDIATE, which takes the write lock now (waiting for it up to the busy timeout), so the
+ * rows read inside cannot change before the transaction writes. Otherwise a deferred read transaction:
+ * one consistent snapshot across several SELECTs. */
+static int tx_begin(SqliteStore *s, bool write, SqliteStore **ret_tx) {
+        int r;
+
+        r = exec(s, write ? "BEGIN IMMEDIATE" : "BEGIN");
+        if (r < 0)
+                return r;
+        *ret_tx = s;
+        return 0;
+}
+
+static int tx_commit(SqliteStore **tx) {
+        int r;
+
+        r = exec(*tx, "COMMIT");
+        if (r < 0)
+                return r; /* the guard rolls back */
+        *tx = NULL;
+        return 0;
+}
+
+/* Parameters. Bound values must outlive the step that uses them; every caller steps before returning. */
+
+static int bind_text(sqlite3_stmt *st, int i, const char *s) {
+        return s ? sqlite3_bind_text(st, i, s, -1, SQLITE_STATIC) : sqlite3_bind_null(st, i);
+}
+
+static int bind_blob(sqlite3_stmt *st, int i, const void *p, size_t n) {
+        assert(n <= INT_MAX);
+        return p ? sqlite3_bind_blob(st, i, p, (int) n, SQLITE_STATIC) : sqlite3_bind_null(st, i);
+}
+
+static int bind_time(sqlite3_stmt *st, int i, usec_t t) {
+        return sqlite3_bind_int64(st, i, (sqlite3_int64) t);
+}
+
+/* Optional times: 0 ("never") is stored as NULL. */
+static int bind_time_or_null(sqlite3_stmt *st, int i, usec_t t) {
+        return t != 0 ? bind_time(st, i, t) : sqlite3_bind_null(st, i);
+}
+
+/* Token ids are stored as lower-case hex. */
+#define TOKEN_ID_HEX_SIZE (TOKEN_ID_SIZE * 2 + 1)
+
+static const char *token_id_hex(const uint8_t id[TOKEN_ID_SIZE], char buf[static TOKEN_ID_HEX_SIZE]) {
+        for (size_t i = 0; i < TOKEN_ID_SIZE; i++) {
+                buf[i * 2] = hexchar(id[i] >> 4);
+                buf[i * 2 + 1] = hexchar(id[i] & 0xf);
+        }
+        buf[TOKEN_ID_SIZE * 2] = '\0';
+        return buf;
+}
+
+/* Columns. A value of the wrong type or shape means the file was altered behind our back: -EUCLEAN. */
+
+static int column_text(sqlite3_stmt *st, int i, bool required, char **ret) {
+        const unsigned char *p;
+        char *t;
+        int n;
+
+        switch (sqlite3_column_type(st, i)) {
+        case SQLITE_NULL:
+                if (required)
+                        return corrupt(st, i);
+                *ret = NULL;
+                return 0;
+        case SQLITE_TEXT:
+                break;
+        default:
+                return corrupt(st, i);
+        }
+        p = sqlite3_column_text(st, i);
+        if (!p)
+                return -ENOMEM;
+        n = sqlite3_column_bytes(st, i);
+        if (n <= 0 || n > STORE_STRING_MAX || memchr(p, 0, (size_t) n))
+                return corrupt(st, i);
+        t = strndup((const char *) p, (size_t) n);
+        if (!t)
+                return -ENOMEM;
+        *ret = t;
+        return 0;
+}
+
+/* A BLOB of exactly size bytes; NULL gives zeroes when nullable. */
+static int column_blob_fixed(sqlite3_stmt *st, int i, bool nullable, void *ret, size_t size) {
+        const void *p;
+
+        if (nullable && sqlite3_column_type(st, i) == SQLITE_NULL) {
+                memset(ret, 0, size);
+                return 0;
+        }
+        if (sqlite3_column_type(st, i) != SQLITE_BLOB)
+                return corrupt(st, i);
+        p = sqlite3_column_blob(st, i);
+        if (!p || (size_t) sqlite3_column_bytes(st, i) != size)
+                return corrupt(st, i);
+        memcpy(ret, p, size);
+        return 0;
+}
+
+static int column_blob(sqlite3_stmt *st, int i, bool required, uint8_t **ret, size_t *ret_size) {
+        const void *p;
+        uint8_t *b;
+        int n;
+
+        if (!required && sqlite3_column_type(st, i) == SQLITE_NULL) {
+                *ret = NULL;
+                *ret_size = 0;
+                return 0;
+        }
+        if (sqlite3_column_type(st, i) != SQLITE_BLOB)
+                return corrupt(st, i);
+        p = sqlite3_column_blob(st, i);
+        n = sqlite3_column_bytes(st, i);
+        if (!p || n <= 0 || n > STORE_BLOB_MAX)
+                return corrupt(st, i);
+        b = malloc((size_t) n);
+        if (!b)
+                return -ENOMEM;
+        memcpy(b, p, (size_t) n);
+        *ret = b;
+        *ret_size = (size_t) n;
+        return 0;
+}
+
+/* NULL reads as 0 ("never") for optional times. */
+static int column_time(sqlite3_stmt *st, int i, bool required, usec_t *ret) {
+        sqlite3_int64 v;
+
+        if (!required && sqlite3_column_type(st, i) == SQLITE_NULL) {
+                *ret = 0;
+                return 0;
+        }
+        if (sqlite3_column_type(st, i) != SQLITE_INTEGER)
+                return corrupt(st, i);
+        v = sqlite3_column_int64(st, i);
+        if (v < 0)
+                return corrupt(st, i);
+        *ret = (usec_t) v;
+        return 0;
+}
+
+static int column_role(sqlite3_stmt *st, int i, SpiffeRole *ret) {
+        const char *p;
+        SpiffeRole role;
+
+        if (sqlite3_column_type(st, i) != SQLITE_TEXT)
+                return corrupt(st, i);
+        p = (const char *) sqlite3_column_text(st, i);
+        if (!p)
+                return -ENOMEM;
+        role = spiffe_role_from_string(p);
+        if (role != SPIFFE_ROLE_CONNECTOR && role != SPIFFE_ROLE_TUNNELER)
+                return corrupt(st, i);
+        *ret = role;
+        return 0;
+}
+
+static int column_token_id(sqlite3_stmt *st, int i, uint8_t ret[TOKEN_ID_SIZE]) {
+        uint8_t id[TOKEN_ID_SIZE];
+        const char *p;
+
+        if (sqlite3_column_type(st, i) != SQLITE_TEXT)
+                return corrupt(st, i);
+        p = (const char *) sqlite3_column_text(st, i);
+        if (!p)
+                return -ENOMEM;
+        if (sqlite3_column_bytes(st, i) != TOKEN_ID_SIZE * 2)
+                return corrupt(st, i);
+        for (size_t k = 0; k < TOKEN_ID_SIZE; k++) {
+                int hi = unhexchar(p[k * 2]), lo = unhexchar(p[k * 2 + 1]);
+
+                if (hi < 0 || lo < 0)
+                        return corrupt(st, i);
+                id[k] = (uint8_t) (hi << 4 | lo);
+        }
+        memcpy(ret, id, TOKEN_ID_SIZE);
+        return 0;
+}
+
+static int column_enum(sqlite3_stmt *st, int i, int (*from_string)(const char *s), int *ret) {
+        const char *p;
+        int v;
+
+        if (sqlite3_column_type(st, i) != SQLITE_TEXT)
+                return corrupt(st, i);
+        p = (const char *) sqlite3_column_text(st, i);
+        if (!p)
+                return -ENOMEM;
+        v = from_string(p);
+        if (v < 0)
+                return corrupt(st, i);
+        *ret = v;
+        return 0;
+}
+
+static int ca_kind_from_string(const char *s) {
+        return store_ca_kind_from_string(s);
+}
+
+static int ca_state_from_string(const char *s) {
+        return store_ca_state_from_string(s);
+}
+
+/* Opening and migrations */
+
+/* The schema version: the highest applied migration, 0 for an empty database. Only reads. */
+static int read_version(SqliteStore *s, unsigned *ret) {
+        _cleanup_(sqlite3_finalizep) sqlite3_stmt *st = NULL, *st2 = NULL;
+        sqlite3_int64 v;
+        int r;
+
+        r = prepare(s,
+                    "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = 'schema_migrations'",
+                    &st);
+        if (r < 0)
+                return r;
+        r = step(s, st);
+        if (r < 0)
+                return r;
+        if (r == 0)
+                return -EIO;
+        if (sqlite3_column_int64(st, 0) == 0) {
+                *ret = 0;
+                return 0;
+        }
+
+        r = prepare(s, "SELECT MAX(version) FROM schema_migrations", &st2);
+        if (r < 0)
+                return r;
+        r = step(s, st2);
+        if (r < 0)
+                return r;
+        if (r == 0)
+                return -EIO;
+        if (sqlite3_column_type(st2, 0) == SQLITE_NULL) {
+                *ret = 0;
+                return 0;
+        }
+        v = sqlite3_column_int64(st2, 0);
+        if (sqlite3_column_type(st2, 0) != SQLITE_INTEGER || v < 0 || v > UINT_MAX)
+                return corrupt(st2, 0);
+        *ret = (unsigned) v;
+        return 0;
+}
+
+static int migrate(SqliteStore *s, unsigned from) {
+        int r;
+
+        for (unsigned v = from + 1; v <= s->n_migrations; v++) {
+                _cleanup_(tx_rollbackp) SqliteStore *tx = NULL;
+                _cleanup_(sqlite3_finalizep) sqlite3_stmt *st = NULL;
+                unsigned current;
+
+                r = tx_begin(s, true, &tx);
+                if (r < 0)
+                        return r;
+                /* Another process may have migrated while we waited for the lock. */
+                r = read_version(s, &current);
+                if (r < 0)
+                        return r;
+                if (current > s->n_migrations)
+                        return log_debug_errno(EPROTONOSUPPORT,
+                                               "SQLite: schema version %u is newer than this code (%u).",
+                                               current, s->n_migrations);
+                if (current >= v) {
+                        r = tx_commit(&tx);
+                        if (r < 0)
+                                return r;
+                        continue;
+                }
+
+                r = exec(s, migrations[v - 1]);
+                if (r < 0)
+                        return log_debug_errno(r, "SQLite: migration %u failed: %m", v);
+                r = prepare(s, "INSERT INTO schema_migrations (version, applied_at) VALUES (?1, ?2)", &st);
+                if (r < 0)
+                        return r;
+                if (sqlite3_bind_int64(st, 1, v) != SQLITE_OK ||
+                    bind_time(st, 2, now(CLOCK_REALTIME)) != SQLITE_OK)
+                        return sqlite_bind_error(s);
+                r = step_done(s, st);
+                if (r < 0)
+                        return r;
+                r = tx_commit(&tx);
+                if (r < 0)
+                        return r;
+                log_debug("SQLite: applied schema migration %u.", v);
+        }
+        return 0;
+}
+
+/* Creates the file 0600 before SQLite sees it, so it never exists with a wider mode (SQLite gives the
+ * -wal and -shm files the mode of the database). An existing file is left as it is. */
+static int file_create(const char *path) {
+        _cleanup_close_ int fd = -EBADF;
+
+        fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_NOCTTY | O_CLOEXEC, 0600);
+        if (fd < 0) {
+                if (errno == EEXIST)
+                        return 0;
+                return log_debug_errno(errno, "SQLite: failed to create '%s': %m", path);
+        }
+        return 1;
+}
+
+static int set_journal_mode_wal(SqliteStore *s) {
+        _cleanup_(sqlite3_finalizep) sqlite3_stmt *st = NULL;
+        const char *mode;
+        int r;
+
+        r = prepare(s, "PRAGMA journal_mode = WAL", &st);
+        if (r < 0)
+                return r;
+        r = step(s, st);
+        if (r < 0)
+                return r;
+        mode = r > 0 ? (const char *) sqlite3_column_text(st, 0) : NULL;
+        if (!mode || strcasecmp(mode, "wal") != 0)
+                return log_debug_errno(EOPNOTSUPP, "SQLite: cannot switch to WAL mode (got '%s').",
+                                       strna(mode));
+        return 0;
+}
+
+static void sqlite_store_free(Store *store) {
+        SqliteStore *s = SQLITE_STORE(store);
+
+        if (s->db)
+                (void) sqlite3_close_v2(s->db);
+        free(s);
+}
+
+static const StoreVtable sqlite_vtable;
+
+int store_open_sqlite_migrations(const char *path, unsigned n_migrations, Store **ret) {
+        _cleanup_(store_freep) Store *store = NULL;
+        SqliteStore *s;
+        unsigned version;
+        int flags, rc, r;
+
+        assert(path);
+        assert(ret);
+
+        if (isempty(path))
+                return -EINVAL;
+        if (n_migrations == STORE_SQLITE_MIGRATIONS_ALL)
+                n_migrations = ELEMENTSOF(migrations);
+        if (n_migrations > ELEMENTSOF(migrations))
+                return -EINVAL;
+
+        r = file_create(path);
+        if (r < 0)
+                return r;
+
+        s = calloc(1, sizeof(*s));
+        if (!s)
+                return -ENOMEM;
+        s->store.vtable = &sqlite_vtable;
+        s->n_migrations = n_migrations;
+        store = &s->store;
+
+        flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE;
+#ifdef SQLITE_OPEN_NOFOLLOW
+        flags |= SQLITE_OPEN_NOFOLLOW;
+#endif
+        rc = sqlite3_open_v2(path, &s->db, flags, NULL);
+        if (!s->db)
+                return -ENOMEM;
+        (void) sqlite3_extended_result_codes(s->db, 1);
+        if (rc != SQLITE_OK)
+                return sqlite_error(s, sqlite3_extended_errcode(s->db), "open");
+
+        rc = sqlite3_busy_timeout(s->db, BUSY_TIMEOUT_MSEC);
+        if (rc != SQLITE_OK)
+                return sqlite_error(s, rc, "busy timeout");
+        /* Hardening: no writable_schema tricks, no functions with side effects run from schema objects. */
+        rc = sqlite3_db_config(s->db, SQLITE_DBCONFIG_DEFENSIVE, 1, NULL);
+        if (rc != SQLITE_OK)
+                return sqlite_error(s, rc, "defensive mode");
+#ifdef SQLITE_DBCONFIG_TRUSTED_SCHEMA
+        rc = sqlite3_db_config(s->db, SQLITE_DBCONFIG_TRUSTED_SCHEMA, 0, NULL);
+        if (rc != SQLITE_OK)
+                return sqlite_error(s, rc, "untrusted schema");
+#endif
+        r = exec(s, "PRAGMA foreign_keys = ON");
+        if (r < 0)
+                return r;
+
+        /* Before anything that could write (journal mode, migrations): a newer database stays untouched. */
+        r = read_version(s, &version);
+        if (r < 0)
+                return r;
+        if (version > n_migrations)
+                return log_debug_errno(EPROTONOSUPPORT,
+                                       "SQLite: '%s' has schema version %u, newer than this code (%u).", path,
+                                       version, n_migrations);
+
+        r = set_journal_mode_wal(s);
+        if (r < 0)
+                return r;
+        r = exec(s, "PRAGMA synchronous = FULL");
+        if (r < 0)
+                return r;
+        r = migrate(s, version);
+        if (r < 0)
+                return r;
+
+        *ret = TAKE_PTR(store);
+        return 0;
+}
+
+int store_open_sqlite(const char *path, Store **ret) {
+        return store_open_sqlite_migrations(path, STORE_SQLITE_MIGRATIONS_ALL, ret);
+}
+
+static int sqlite_get_schema_version(Store *store, unsigned *ret) {
+        return read_version(SQLITE_STORE(store), ret);
+}
+
+/* Metadata */
+
+static int sqlite_meta_get(Store *store, const char *key, char **ret) {
+        _cleanup_(sqlite3_finalizep) sqlite3_stmt *st = NULL;
+        SqliteStore *s = SQLITE_STORE(store);
+        int r;
+
+        r = prepare(s, "SELECT value FROM meta WHERE key = ?1", &st);
+        if (r < 0)
+                return r;
+        if (bind_text(st, 1, key) != SQLITE_OK)
+                return sqlite_bind_error(s);
+        r = step(s, st);
+        if (r < 0)
+                return r;
+        if (r == 0)
+                return -ENOENT;
+        return column_text(st, 0, true, ret);
+}
+
+static int sqlite_meta_set(Store *store, const char *key, const char *value) {
+        _cleanup_(sqlite3_finalizep) sqlite3_stmt *st = NULL;
+        SqliteStore *s = SQLITE_STORE(store);
+        int r;
+
+        r = prepare(s,
+                    "INSERT INTO meta (key, value) VALUES (?1, ?2) "
+                    "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                    &st);
+        if (r < 0)
+                return r;
+        if (bind_text(st, 1, key) != SQLITE_OK || bind_text(st, 2, value) != SQLITE_OK)
+                return sqlite_bind_error(s);
+        return step_done(s, st);
+}
+
+/* String lists in child tables */
+
+/* Loads the names (or, with two columns, "key=value" pairs) that sql selects for key, in order. */
+static int strv_load(SqliteStore *s, const char *sql, const char *key, size_t max, char ***ret) {
+        _cleanup_(sqlite3_finalizep) sqlite3_stmt *st = NULL;
+        _cleanup_strv_free_ char **l = NULL;
+        size_t n = 0;
+        int r;
+
+        r = prepare(s, sql, &st);
+        if (r < 0)
+                return r;
+        if (bind_text(st, 1, key) != SQLITE_OK)
+                return sqlite_bind_error(s);
+        for (;;) {
+                _cleanup_free_ char *a = NULL, *b = NULL;
+
+                r = step(s, st);
+                if (r < 0)
+                        return r;
+                if (r == 0)
+                        break;
+                if (n >= max)
+                        return log_debug_errno(EUCLEAN, "SQLite: more than %zu entries for '%s'.", max, key);
+                r = column_text(st, 0, true, &a);
+                if (r < 0)
+                        return r;
+                if (sqlite3_column_count(st) > 1) {
+                        r = column_text(st, 1, true, &b);
+                        if (r < 0)
+                                return r;
+                        r = strextend(&a, "=", b, NULL);
+                        if (r < 0)
+                                return r;
+                }
+                r = strv_consume(&l, TAKE_PTR(a));
+                if (r < 0)
+                        return r;
+                n++;
+        }
+        *ret = TAKE_PTR(l);
+        return 0;
+}
+
+/* Inserts (key, position, entry) for each entry; labels split at the first '='. */
+static int strv_store(SqliteStore *s, const char *sql, const char *key, char *const *l, bool labels) {
+        _cleanup_(sqlite3_finalizep) sqlite3_stmt *st = NULL;
+        int position = 0, r;
+
+        if (strv_length(l) == 0)
+                return 0;
+        r = prepare(s, sql, &st);
+        if (r < 0)
+                return r;
+        STRV_FOREACH(i, l) {
+                const char *eq = labels ? strchr(*i, '=') : NULL;
+
+                assert(!labels || eq);
+                if (sqlite3_reset(st) != SQLITE_OK || bind_text(st, 1, key) != SQLITE_OK ||
+                    sqlite3_bind_int(st, 2, position++) != SQLITE_OK)
+                        return sqlite_bind_error(s);
+                if (labels) {
+                        if (sqlite3_bind_text(st, 3, *i, (int) (eq - *i), SQLITE_STATIC) != SQLITE_OK ||
+                            bind_text(st, 4, eq + 1) != SQLITE_OK)
+                                return sqlite_bind_error(s);
+                } else if (bind_text(st, 3, *i) != SQLITE_OK)
+                        return sqlite_bind_error(s);
+                r = step_done(s, st);
+                if (r < 0)
+                        return r;
+        }
+        return 0;
+}
+
+/* Tokens */
+
+#define TOKEN_COLUMNS                                                                                     \
+        "id, secret_hash, role, bound_id, remote_network, created_by, created_at, expires_at, used_at, " \
+        "used_by, revoked_at"
+#define TOKEN_GROUPS_SELECT "SELECT name FROM token_groups WHERE token_id = ?1 ORDER BY position"
+
+static int token_from_row(SqliteStore *s, sqlite3_stmt *st, StoreToken **ret) {
+        _cleanup_(store_token_freep) StoreToken *t = NULL;
+        char hex[TOKEN_ID_HEX_SIZE];
+        int r;
+
+        t = calloc(1, sizeof(*t));
+        if (!t)
+                return -ENOMEM;
+        if ((r = column_token_id(st, 0, t->id)) < 0 ||
+            (r = column_blob_fixed(st, 1, false, t->secret_hash, TOKEN_HASH_SIZE)) < 0 ||
+            (r = column_role(st, 2, &t->role)) < 0 ||
+            (r = column_text(st, 3, false, &t->bound_id)) < 0 ||
+            (r = column_text(st, 4, false, &t->remote_network)) < 0 ||
+            (r = column_text(st, 5, true, &t->created_by)) < 0 ||
+            (r = column_time(st, 6, true, &t->created_at)) < 0 ||
+            (r = column_time(st, 7, true, &t->expires_at)) < 0 ||
+            (r = column_time(st, 8, false, &t->used_at)) < 0 ||
+            (r = column_text(st, 9, false, &t->used_by)) < 0 ||
+            (r = column_time(st, 10, false, &t->revoked_at)) < 0)
+                return r;
+        r = strv_load(s, TOKEN_GROUPS_SELECT, token_id_hex(t->id, hex), STORE_GROUPS_MAX, &t->groups);
+        if (r < 0)
+                return r;
+        *ret = TAKE_PTR(t);
+        return 0;
+}
+
+/* -ENOENT when there is no such token. */
+static int token_load(SqliteStore *s, const uint8_t id[TOKEN_ID_SIZE], StoreToken **ret) {
+        _cleanup_(sqlite3_finalizep) sqlite3_stmt *st = NULL;
+        char hex[TOKEN_ID_HEX_SIZE];
+        int r;
+
+        r = prepare(s, "SELECT " TOKEN_COLUMNS " FROM tokens WHERE id = ?1", &st);
+        if (r < 0)
+                return r;
+        if (bind_text(st, 1, token_id_hex(id, hex)) != SQLITE_OK)
+                return sqlite_bind_error(s);
+        r = step(s, st);
+        if (r < 0)
+                return r;
+        if (r == 0)
+                return -ENOENT;
+        return token_from_row(s, st, ret);
+}
+
+static int sqlite_token_create(Store *store, const StoreToken *t) {
+        _cleanup_(tx_rollbackp) SqliteStore *tx = NULL;
+        _cleanup_(sqlite3_finalizep) sqlite3_stmt *st = NULL;
+        SqliteStore *s = SQLITE_STORE(store);
+        char hex[TOKEN_ID_HEX_SIZE];
+        int r;
+
+        token_id_hex(t->id, hex);
+        r = tx_begin(s, true, &tx);
+        if (r < 0)
+                return r;
+        r = prepare(s,
+                    "INSERT INTO tokens (id, secret_hash, role, bound_id, remote_network, created_by, "
+                    "created_at, expires_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                    &st);
+        if (r < 0)
+                return r;
+        if (bind_text(st, 1, hex) != SQLITE_OK ||
+            bind_blob(st, 2, t->secret_hash, TOKEN_HASH_SIZE) != SQLITE_OK ||
+            bind_text(st, 3, spiffe_role_to_string(t->role)) != SQLITE_OK ||
+            bind_text(st, 4, t->bound_id) != SQLITE_OK || bind_text(st, 5, t->remote_network) != SQLITE_OK ||
+            bind_text(st, 6, t->created_by) != SQLITE_OK || bind_time(st, 7, t->created_at) != SQLITE_OK ||
+            bind_time(st, 8, t->expires_at) != SQLITE_OK)
+                return sqlite_bind_error(s);
+        r = step_done(s, st);
+        if (r < 0)
+                return r;
+        r = strv_store(s, "INSERT INTO token_groups (token_id, position, name) VALUES (?1, ?2, ?3)", hex,
+                       t->groups, false);
+        if (r < 0)
+                return r;
+        return tx_commit(&tx);
+}
+
+static int sqlite_token_get(Store *store, const uint8_t id[TOKEN_ID_SIZE], StoreToken **ret) {
+        _cleanup_(tx_rollbackp) SqliteStore *tx = NULL;
+        _cleanup_(store_token_freep) StoreToken *t = NULL;
+        SqliteStore *s = SQLITE_STORE(store);
+        int r;
+
+        r = tx_begin(s, false, &tx);
+        if (r < 0)
+                return r;
+        r = token_load(s, id, &t);
+        if (r < 0)
+                return r;
+        r = tx_commit(&tx);
+        if (r < 0)
+                return r;
+        *ret = TAKE_PTR(t);
+        return 0;
+}
+
+static int sqlite_token_list(Store *store, StoreToken ***ret, size_t *ret_n) {
+        _cleanup_(tx_rollbackp) SqliteStore *tx = NULL;
+        _cleanup_(sqlite3_finalizep) sqlite3_stmt *st = NULL;
+        SqliteStore *s = SQLITE_STORE(store);
+        StoreToken **a = NULL;
+        size_t n = 0, allocated = 0;
+        int r;
+
+        r = tx_begin(s, false, &tx);
+        if (r < 0)
+                return r;
+        r = prepare(s, "SELECT " TOKEN_COLUMNS " FROM tokens ORDER BY created_at, id", &st);
+        if (r < 0)
+                return r;
+        for (;;) {
+                r = step(s, st);
+                if (r <= 0)
+                        break;
+                r = store_array_grow((void **) &a, &allocated, n, sizeof(*a));
+                if (r < 0)
+                        break;
+                r = token_from_row(s, st, &a[n]);
+                if (r < 0)
+                        break;
+                n++;
+        }
+        if (r >= 0) {
+                sqlite3_reset(st);
+                r = tx_commit(&tx);
+        }
+        if (r < 0) {
+                store_token_array_free(a, n);
+                return r;
+        }
+        *ret = a;
+        *ret_n = n;
+        return 0;
+}
+
+static int sqlite_token_revoke(Store *store, const uint8_t id[TOKEN_ID_SIZE], usec_t now) {
+        _cleanup_(tx_rollbackp) SqliteStore *tx = NULL;
+        _cleanup_(sqlite3_finalizep) sqlite3_stmt *st = NULL;
+        _cleanup_(store_token_freep) StoreToken *t = NULL;
+        SqliteStore *s = SQLITE_STORE(store);
+        char hex[TOKEN_ID_HEX_SIZE];
+        int r;
+
+        r = tx_begin(s, true, &tx);
+        if (r < 0)
+                return r;
+        r = token_load(s, id, &t);
+        if (r < 0)
+                return r;
+        if (t->used_at != 0 || t->revoked_at != 0)
+                return -EALREADY;
+        r = prepare(s, "UPDATE tokens SET revoked_at = ?1 WHERE id = ?2", &st);
+        if (r < 0)
+                return r;
+        if (bind_time(st, 1, now) != SQLITE_OK || bind_text(st, 2, token_id_hex(id, hex)) != SQLITE_OK)
+                return sqlite_bind_error(s);
+        r = step_done(s, st);
+        if (r < 0)
+                return r;
+        return tx_commit(&tx);
+}
+
+/* Agents */
+
+#define AGENT_COLUMNS                                                                                    \
+        "spiffe_id, role, id, public_key, version, private_ip, remote_network, via, token_id, "         \
+        "cert_serial, cert_not_after, enrolled_at, last_seen, revoked_at, revocation_reason"
+#define AGENT_GROUPS_SELECT "SELECT name FROM agent_groups WHERE agent = ?1 ORDER BY position"
+#define AGENT_LABELS_SELECT "SELECT key, value FROM agent_labels WHERE agent = ?1 ORDER BY position"
+
+static int agent_from_row(SqliteStore *s, sqlite3_stmt *st, StoreAgent **ret) {
+        _cleanup_(store_agent_freep) StoreAgent *a = NULL;
+        int r;
+
+        a = calloc(1, sizeof(*a));
+        if (!a)
+                return -ENOMEM;
+        if ((r = column_text(st, 0, true, &a->spiffe_id)) < 0 ||
+            (r = column_role(st, 1, &a->role)) < 0 ||
+            (r = column_text(st, 2, true, &a->id)) < 0 ||
+            (r = column_blob(st, 3, true, &a->public_key, &a->public_key_size)) < 0 ||
+            (r = column_text(st, 4, false, &a->version)) < 0 ||
+            (r = column_text(st, 5, false, &a->private_ip)) < 0 ||
+            (r = column_text(st, 6, false, &a->remote_network)) < 0 ||
+            (r = column_text(st, 7, false, &a->via)) < 0 ||
+            (r = column_token_id(st, 8, a->token_id)) < 0 ||
+            (r = column_text(st, 9, false, &a->cert_serial)) < 0 ||
+            (r = column_time(st, 10, false, &a->cert_not_after)) < 0 ||
+            (r = column_time(st, 11, true, &a->enrolled_at)) < 0 ||
+            (r = column_time(st, 12, false, &a->last_seen)) < 0 ||
+            (r = column_time(st, 13, false, &a->revoked_at)) < 0 ||
+            (r = column_text(st, 14, false, &a->revocation_reason)) < 0)
+                return r;
+        r = strv_load(s, AGENT_GROUPS_SELECT, a->spiffe_id, STORE_GROUPS_MAX, &a->groups);
+        if (r < 0)
+                return r;
+        r = strv_load(s, AGENT_LABELS_SELECT, a->spiffe_id, STORE_LABELS_MAX, &a->labels);
+        if (r < 0)
+                return r;
+        *ret = TAKE_PTR(a);
+        return 0;
+}
+
+/* -ENOENT when there is no such agent. */
+static int agent_load(SqliteStore *s, const char *spiffe_id, StoreAgent **ret) {
+        _cleanup_(sqlite3_finalizep) sqlite3_stmt *st = NULL;
+        int r;
+
+        r = prepare(s, "SELECT " AGENT_COLUMNS " FROM agents WHERE spiffe_id = ?1", &st);
+        if (r < 0)
+                return r;
+        if (bind_text(st, 1, spiffe_id) != SQLITE_OK)
+                return sqlite_bind_error(s);
+        r = step(s, st);
+        if (r < 0)
+                return r;
+        if (r == 0)
+                return -ENOENT;
+        return agent_from_row(s, st, ret);
+}
+
+/* The revocation state of an agent: -ENOENT, else 0 and *ret_revoked_at (0: not revoked). */
+static int agent_revoked_at(SqliteStore *s, const char *spiffe_id, usec_t *ret_revoked_at) {
+        _cleanup_(sqlite3_finalizep) sqlite3_stmt *st = NULL;
+        int r;
+
+        r = prepare(s, "SELECT revoked_at FROM agents WHERE spiffe_id = ?1", &st);
+        if (r < 0)
+                return r;
+        if (bind_text(st, 1, spiffe_id) != SQLITE_OK)
+                return sqlite_bind_error(s);
+        r = step(s, st);
+        if (r < 0)
+                return r;
+        if (r == 0)
+                return -ENOENT;
+        return column_time(st, 0, false, ret_revoked_at);
+}
+
+static int agent_delete(SqliteStore *s, const char *spiffe_id) {
+        _cleanup_(sqlite3_finalizep) sqlite3_stmt *st = NULL;
+        int r;
+
+        /* Groups and labels go with it (ON DELETE CASCADE). */
+        r = prepare(s, "DELETE FROM agents WHERE spiffe_id = ?1", &st);
+        if (r < 0)
+                return r;
+        if (bind_text(st, 1, spiffe_id) != SQLITE_OK)
+                return sqlite_bind_error(s);
+        return step_done(s, st);
+}
+
+/* The new agent row: what the agent supplied, its network and groups from the token. */
+static int agent_insert(SqliteStore *s, const StoreAgent *a, const StoreToken *t, usec_t now) {
+        _cleanup_(sqlite3_finalizep) sqlite3_stmt *st = NULL;
+        char hex[TOKEN_ID_HEX_SIZE];
+        int r;
+
+        r = prepare(s,
+                    "INSERT INTO agents (spiffe_id, role, id, public_key, version, private_ip, "
+                    "remote_network, via, token_id, cert_serial, cert_not_after, enrolled_at) "
+                    "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+                    &st);
+        if (r < 0)
+                return r;
+        if (bind_text(st, 1, a->spiffe_id) != SQLITE_OK ||
+            bind_text(st, 2, spiffe_role_to_string(a->role)) != SQLITE_OK ||
+            bind_text(st, 3, a->id) != SQLITE_OK ||
+            bind_blob(st, 4, a->public_key, a->public_key_size) != SQLITE_OK ||
+            bind_text(st, 5, a->version) != SQLITE_OK || bind_text(st, 6, a->private_ip) != SQLITE_OK ||
+            bind_text(st, 7, t->remote_network) != SQLITE_OK || bind_text(st, 8, a->via) != SQLITE_OK ||
+            bind_text(st, 9, token_id_hex(t->id, hex)) != SQLITE_OK ||
+            bind_text(st, 10, a->cert_serial) != SQLITE_OK ||
+            bind_time_or_null(st, 11, a->cert_not_after) != SQLITE_OK || bind_time(st, 12, now) != SQLITE_OK)
+                return sqlite_bind_error(s);
+        r = step_done(s, st);
+        if (r < 0)
+                return r;
+        r = strv_store(s, "INSERT INTO agent_groups (agent, position, name) VALUES (?1, ?2, ?3)",
+                       a->spiffe_id, t->groups, false);
+        if (r < 0)
+                return r;
+        return strv_store(s, "INSERT INTO agent_labels (agent, position, key, value) VALUES (?1, ?2, ?3, ?4)",
+                          a->spiffe_id, a->labels, true);
+}
+
+static int token_mark_used(SqliteStore *s, const uint8_t id[TOKEN_ID_SIZE], const char *spiffe_id,
+                           usec_t now) {
+        _cleanup_(sqlite3_finalizep) sqlite3_stmt *st = NULL;
+        char hex[TOKEN_ID_HEX_SIZE];
+        int r;
+
+        /* The WHERE clause repeats the checks: a second line of defence should the locking ever fail. */
+        r = prepare(s,
+                    "UPDATE tokens SET used_at = ?1, used_by = ?2 "
+                    "WHERE id = ?3 AND used_at IS NULL AND revoked_at IS NULL",
+                    &st);
+        if (r < 0)
+                return r;
+        if (bind_time(st, 1, now) != SQLITE_OK || bind_text(st, 2, spiffe_id) != SQLITE_OK ||
+            bind_text(st, 3, token_id_hex(id, hex)) != SQLITE_OK)
+                return sqlite_bind_error(s);
+        r = step_done(s, st);
+        if (r < 0)
+                return r;
+        if (sqlite3_changes(s->db) != 1)
+                return -EALREADY;
+        return 0;
+}
+
+static int sqlite_enroll(Store *store, const uint8_t token_id[TOKEN_ID_SIZE],
+                         const uint8_t secret_hash[TOKEN_HASH_SIZE], const StoreAgent *agent, usec_t now,
+                         StoreToken **ret_token, const char **ret_reason) {
+        _cleanup_(tx_rollbackp) SqliteStore *tx = NULL;
+        _cleanup_(store_token_freep) StoreToken *token = NULL;
+        _cleanup_(store_agent_freep) StoreAgent *existing = NULL;
+        SqliteStore *s = SQLITE_STORE(store);
+        bool replace;
+        int r;
+
+        /* The write lock first: the token is read, checked and consumed by one writer at a time. */
+        r = tx_begin(s, true, &tx);
+        if (r < 0)
+                return r;
+
+        r = token_load(s, token_id, &token);
+        if (r < 0 && r != -ENOENT)
+                return r;
+        r = store_enroll_check_token(token, secret_hash, agent, now, ret_reason);
+        if (r < 0)
+                return r;
+
+        r = agent_load(s, agent->spiffe_id, &existing);
+        if (r < 0 && r != -ENOENT)
+                return r;
+        r = store_enroll_check_agent(existing, ret_reason);
+        if (r < 0)
+                return r;
+        replace = r > 0;
+
+        if (replace) {
+                r = agent_delete(s, agent->spiffe_id);
+                if (r < 0)
+                        return r;
+        }
+        r = agent_insert(s, agent, token, now);
+        if (r < 0)
+                return r;
+        r = token_mark_used(s, token_id, agent->spiffe_id, now);
+        if (r == -EALREADY)
+                *ret_reason = STORE_REASON_USED;
+        if (r < 0)
+                return r;
+        r = tx_commit(&tx);
+        if (r < 0)
+                return r;
+
+        log_debug("SQLite: token consumed by '%s'%s.", agent->spiffe_id,
+                  replace ? ", replacing a revoked agent" : "");
+        if (ret_token)
+                *ret_token = TAKE_PTR(token);
+        return replace;
+}
+
+static int sqlite_agent_get(Store *store, const char *spiffe_id, StoreAgent **ret) {
+        _cleanup_(tx_rollbackp) SqliteStore *tx = NULL;
+        _cleanup_(store_agent_freep) StoreAgent *a = NULL;
+        SqliteStore *s = SQLITE_STORE(store);
+        int r;
+
+        r = tx_begin(s, false, &tx);
+        if (r < 0)
+                return r;
+        r = agent_load(s, spiffe_id, &a);
+        if (r < 0)
+                return r;
+        r = tx_commit(&tx);
+        if (r < 0)
+                return r;
+        *ret = TAKE_PTR(a);
+        return 0;
+}
+
+static int sqlite_agent_list(Store *store, SpiffeRole role, StoreAgent ***ret, size_t *ret_n) {
+        _cleanup_(tx_rollbackp) SqliteStore *tx = NULL;
+        _cleanup_(sqlite3_finalizep) sqlite3_stmt *st = NULL;
+        SqliteStore *s = SQLITE_STORE(store);
+        StoreAgent **a = NULL;
+        size_t n = 0, allocated = 0;
+        int r;
+
+        r = tx_begin(s, false, &tx);
+        if (r < 0)
+                return r;
+        if (role == _SPIFFE_ROLE_INVALID)
+                r = prepare(s, "SELECT " AGENT_COLUMNS " FROM agents ORDER BY spiffe_id", &st);
+        else
+                r = prepare(s, "SELECT " AGENT_COLUMNS " FROM agents WHERE role = ?1 ORDER BY spiffe_id",
+                            &st);
+        if (r < 0)
+                return r;
+        if (role != _SPIFFE_ROLE_INVALID && bind_text(st, 1, spiffe_role_to_string(role)) != SQLITE_OK)
+                return sqlite_bind_error(s);
+        for (;;) {
+                r = step(s, st);
+                if (r <= 0)
+                        break;
+                r = store_array_grow((void **) &a, &allocated, n, sizeof(*a));
+                if (r < 0)
+                        break;
+                r = agent_from_row(s, st, &a[n]);
+                if (r < 0)
+                        break;
+                n++;
+        }
+        if (r >= 0) {
+                sqlite3_reset(st);
+                r = tx_commit(&tx);
+        }
+        if (r < 0) {
+                store_agent_array_free(a, n);
+                return r;
+        }
+        *ret = a;
+        *ret_n = n;
+        return 0;
+}
+
+static int sqlite_agent_update_certificate(Store *store, const char *spiffe_id, const uint8_t *public_key,
+                                           size_t public_key_size, const char *cert_serial,
+                                           usec_t cert_not_after) {
+        _cleanup_(tx_rollbackp) SqliteStore *tx = NULL;
+        _cleanup_(sqlite3_finalizep) sqlite3_stmt *st = NULL;
+        SqliteStore *s = SQLITE_STORE(store);
+        usec_t revoked_at;
+        int r;
+
+        /* Checked and written under one write lock, so a revocation cannot slip in between. */
+        r = tx_begin(s, true, &tx);
+        if (r < 0)
+                return r;
+        r = agent_revoked_at(s, spiffe_id, &revoked_at);
+        if (r < 0)
+                return r;
+        if (revoked_at != 0)
+                return -EKEYREVOKED;
+        r = prepare(s,
+                    "UPDATE agents SET public_key = ?1, cert_serial = ?2, cert_not_after = ?3 "
+                    "WHERE spiffe_id = ?4",
+                    &st);
+        if (r < 0)
+                return r;
+        if (bind_blob(st, 1, public_key, public_key_size) != SQLITE_OK ||
+            bind_text(st, 2, cert_serial) != SQLITE_OK || bind_time(st, 3, cert_not_after) != SQLITE_OK ||
+            bind_text(st, 4, spiffe_id) != SQLITE_OK)
+                return sqlite_bind_error(s);
+        r = step_done(s, st);
+        if (r < 0)
+                return r;
+        return tx_commit(&tx);
+}
+
+static int sqlite_agent_revoke(Store *store, const char *spiffe_id, const char *reason, usec_t now) {
+        _cleanup_(tx_rollbackp) SqliteStore *tx = NULL;
+        _cleanup_(sqlite3_finalizep) sqlite3_stmt *st = NULL;
+        SqliteStore *s = SQLITE_STORE(store);
+        usec_t revoked_at;
+        int r;
+
+        r = tx_begin(s, true, &tx);
+        if (r < 0)
+                return r;
+        r = agent_revoked_at(s, spiffe_id, &revoked_at);
+        if (r < 0)
+                return r;
+        if (revoked_at != 0)
+                return -EALREADY;
+        r = prepare(s, "UPDATE agents SET revoked_at = ?1, revocation_reason = ?2 WHERE spiffe_id = ?3", &st);
+        if (r < 0)
+                return r;
+        if (bind_time(st, 1, now) != SQLITE_OK || bind_text(st, 2, reason) != SQLITE_OK ||
+            bind_text(st, 3, spiffe_id) != SQLITE_OK)
+                return sqlite_bind_error(s);
+        r = step_done(s, st);
+        if (r < 0)
+                return r;
+        return tx_commit(&tx);
+}
+
+static int sqlite_agents_touch(Store *store, const StoreHeartbeat *hb, size_t n) {
+        _cleanup_(tx_rollbackp) SqliteStore *tx = NULL;
+        _cleanup_(sqlite3_finalizep) sqlite3_stmt *st = NULL;
+        SqliteStore *s = SQLITE_STORE(store);
+        int updated = 0, r;
+
+        assert(n <= STORE_TOUCH_BATCH_MAX);
+
+        r = tx_begin(s, true, &tx);
+        if (r < 0)
+                return r;
+        r = prepare(s,
+                    "UPDATE agents SET last_seen = ?1, version = COALESCE(?2, version), "
+                    "private_ip = COALESCE(?3, private_ip), via = COALESCE(?4, via) "
+                    "WHERE spiffe_id = ?5 AND revoked_at IS NULL",
+                    &st);
+        if (r < 0)
+                return r;
+        for (size_t i = 0; i < n; i++) {
+                if (sqlite3_reset(st) != SQLITE_OK || bind_time(st, 1, hb[i].last_seen) != SQLITE_OK ||
+                    bind_text(st, 2, hb[i].version) != SQLITE_OK ||
+                    bind_text(st, 3, hb[i].private_ip) != SQLITE_OK ||
+                    bind_text(st, 4, hb[i].via) != SQLITE_OK ||
+                    bind_text(st, 5, hb[i].spiffe_id) != SQLITE_OK)
+                        return sqlite_bind_error(s);
+                r = step_done(s, st);
+                if (r < 0)
+                        return r;
+                updated += sqlite3_changes(s->db);
+        }
+        sqlite3_reset(st);
+        r = tx_commit(&tx);
+        if (r < 0)
+                return r;
+        return updated;
+}
+
+/* CA material */
+
+#define CA_COLUMNS \
+        "fingerprint, kind, state, certificate, sealed_key, parent, not_before, not_after, created_at"
+
+/* The current state of a CA: -ENOENT when unknown. */
+static int ca_state(SqliteStore *s, const uint8_t fingerprint[32], StoreCaState *ret) {
+        _cleanup_(sqlite3_finalizep) sqlite3_stmt *st = NULL;
+        int state = 0, r;
+
+        r = prepare(s, "SELECT state FROM cas WHERE fingerprint = ?1", &st);
+        if (r < 0)
+                return r;
+        if (bind_blob(st, 1, fingerprint, 32) != SQLITE_OK)
+                return sqlite_bind_error(s);
+        r = step(s, st);
+        if (r < 0)
+                return r;
+        if (r == 0)
+                return -ENOENT;
+        r = column_enum(st, 0, ca_state_from_string, &state);
+        if (r < 0)
+                return r;
+        *ret = state;
+        return 0;
+}
+
+static int sqlite_ca_put(Store *store, const StoreCa *ca) {
+        static const uint8_t zero[32] = {};
+        _cleanup_(tx_rollbackp) SqliteStore *tx = NULL;
+        _cleanup_(sqlite3_finalizep) sqlite3_stmt *st = NULL;
+        SqliteStore *s = SQLITE_STORE(store);
+        StoreCaState current;
+        bool has_parent;
+        int r;
+
+        r = tx_begin(s, true, &tx);
+        if (r < 0)
+                return r;
+        r = ca_state(s, ca->fingerprint, &current);
+        if (r < 0 && r != -ENOENT)
+                return r;
+        if (r >= 0 && !store_ca_state_transition_is_valid(current, ca->state))
+                return log_debug_errno(EINVAL, "SQLite: CA state cannot go back from %s to %s.",
+                                       store_ca_state_to_string(current),
+                                       store_ca_state_to_string(ca->state));
+
+        r = prepare(s,
+                    "INSERT INTO cas (" CA_COLUMNS ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) "
+                    "ON CONFLICT (fingerprint) DO UPDATE SET kind = excluded.kind, state = excluded.state, "
+                    "certificate = excluded.certificate, sealed_key = excluded.sealed_key, "
+                    "parent = excluded.parent, not_before = excluded.not_before, "
+                    "not_after = excluded.not_after, created_at = excluded.created_at",
+                    &st);
+        if (r < 0)
+                return r;
+        has_parent = memcmp(ca->parent, zero, sizeof(zero)) != 0;
+        if (bind_blob(st, 1, ca->fingerprint, 32) != SQLITE_OK ||
+            bind_text(st, 2, store_ca_kind_to_string(ca->kind)) != SQLITE_OK ||
+            bind_text(st, 3, store_ca_state_to_string(ca->state)) != SQLITE_OK ||
+            bind_blob(st, 4, ca->certificate, ca->certificate_size) != SQLITE_OK ||
+            bind_blob(st, 5, ca->sealed_key, ca->sealed_key_size) != SQLITE_OK ||
+            bind_blob(st, 6, has_parent ? ca->parent : NULL, 32) != SQLITE_OK ||
+            bind_time(st, 7, ca->not_before) != SQLITE_OK || bind_time(st, 8, ca->not_after) != SQLITE_OK ||
+            bind_time(st, 9, ca->created_at) != SQLITE_OK)
+                return sqlite_bind_error(s);
+        r = step_done(s, st);
+        if (r < 0)
+                return r;
+        return tx_commit(&tx);
+}
+
+static int ca_from_row(sqlite3_stmt *st, StoreCa **ret) {
+        _cleanup_(store_ca_freep) StoreCa *c = NULL;
+        int kind = 0, state = 0, r;
+
+        c = calloc(1, sizeof(*c));
+        if (!c)
+                return -ENOMEM;
+        if ((r = column_blob_fixed(st, 0, false, c->fingerprint, sizeof(c->fingerprint))) < 0 ||
+            (r = column_enum(st, 1, ca_kind_from_string, &kind)) < 0 ||
+            (r = column_enum(st, 2, ca_state_from_string, &state)) < 0 ||
+            (r = column_blob(st, 3, true, &c->certificate, &c->certificate_size)) < 0 ||
+            (r = column_blob(st, 4, false, &c->sealed_key, &c->sealed_key_size)) < 0 ||
+            (r = column_blob_fixed(st, 5, true, c->parent, sizeof(c->parent))) < 0 ||
+            (r = column_time(st, 6, true, &c->not_before)) < 0 ||
+            (r = column_time(st, 7, true, &c->not_after)) < 0 ||
+            (r = column_time(st, 8, true, &c->created_at)) < 0)
+                return r;
+        c->kind = kind;
+        c->state = state;
+        *ret = TAKE_PTR(c);
+        return 0;
+}
+
+static int sqlite_ca_list(Store *store, StoreCa ***ret, size_t *ret_n) {
+        _cleanup_(sqlite3_finalizep) sqlite3_stmt *st = NULL;
+        SqliteStore *s = SQLITE_STORE(store);
+        StoreCa **a = NULL;
+        size_t n = 0, allocated = 0;
+        int r;
+
+        r = prepare(s, "SELECT " CA_COLUMNS " FROM cas ORDER BY created_at, fingerprint", &st);
+        if (r < 0)
+                return r;
+        for (;;) {
+                r = step(s, st);
+                if (r <= 0)
+                        break;
+                r = store_array_grow((void **) &a, &allocated, n, sizeof(*a));
+                if (r < 0)
+                        break;
+                r = ca_from_row(st, &a[n]);
+                if (r < 0)
+                        break;
+                n++;
+        }
+        if (r < 0) {
+                store_ca_array_free(a, n);
+                return r;
+        }
+        *ret = a;
+        *ret_n = n;
+        return 0;
+}
+
+static int sqlite_ca_set_state(Store *store, const uint8_t fingerprint[32], StoreCaState state) {
+        _cleanup_(tx_rollbackp) SqliteStore *tx = NULL;
+        _cleanup_(sqlite3_finalizep) sqlite3_stmt *st = NULL;
+        SqliteStore *s = SQLITE_STORE(store);
+        StoreCaState current;
+        int r;
+
+        r = tx_begin(s, true, &tx);
+        if (r < 0)
+                return r;
+        r = ca_state(s, fingerprint, &current);
+        if (r < 0)
+                return r;
+        if (!store_ca_state_transition_is_valid(current, state))
+                return log_debug_errno(EINVAL, "SQLite: CA state cannot go back from %s to %s.",
+                                       store_ca_state_to_string(current), store_ca_state_to_string(state));
+        r = prepare(s, "UPDATE cas SET state = ?1 WHERE fingerprint = ?2", &st);
+        if (r < 0)
+                return r;
+        if (bind_text(st, 1, store_ca_state_to_string(state)) != SQLITE_OK ||
+            bind_blob(st, 2, fingerprint, 32) != SQLITE_OK)
+                return sqlite_bind_error(s);
+        r = step_done(s, st);
+        if (r < 0)
+                return r;
+        return tx_commit(&tx);
+}
+
+/* Audit */
+
+static int sqlite_audit_append(Store *store, const StoreAuditEvent *e, int64_t *ret_seq) {
+        _cleanup_(sqlite3_finalizep) sqlite3_stmt *st = NULL;
+        SqliteStore *s = SQLITE_STORE(store);
+        sqlite3_int64 seq;
+        int r;
+
+        r = prepare(s,
+                    "INSERT INTO audit (time, event, actor, subject, detail) VALUES (?1, ?2, ?3, ?4, ?5) "
+                    "RETURNING seq",
+                    &st);
+        if (r < 0)
+                return r;
+        if (bind_time(st, 1, e->time) != SQLITE_OK || bind_text(st, 2, e->event) != SQLITE_OK ||
+            bind_text(st, 3, e->actor) != SQLITE_OK || bind_text(st, 4, e->subject) != SQLITE_OK ||
+            bind_text(st, 5, e->detail) != SQLITE_OK)
+                return sqlite_bind_error(s);
+        r = step(s, st);
+        if (r < 0)
+                return r;
+        if (r == 0 || sqlite3_column_type(st, 0) != SQLITE_INTEGER)
+                return -EIO;
+        seq = sqlite3_column_int64(st, 0);
+        /* Run to completion: the single-statement transaction commits here. */
+        r = step_done(s, st);
+        if (r < 0)
+                return r;
+        if (ret_seq)
+                *ret_seq = seq;
+        return 0;
+}
+
+static int audit_from_row(sqlite3_stmt *st, StoreAuditEvent **ret) {
+        _cleanup_(store_audit_event_freep) StoreAuditEvent *e = NULL;
+        int r;
+
+        e = calloc(1, sizeof(*e));
+        if (!e)
+                return -ENOMEM;
+        if (sqlite3_column_type(st, 0) != SQLITE_INTEGER)
+                return corrupt(st, 0);
+        e->seq = sqlite3_column_int64(st, 0);
+        if ((r = column_time(st, 1, true, &e->time)) < 0 ||
+            (r = column_text(st, 2, true, &e->event)) < 0 ||
+            (r = column_text(st, 3, true, &e->actor)) < 0 ||
+            (r = column_text(st, 4, false, &e->subject)) < 0 ||
+            (r = column_text(st, 5, false, &e->detail)) < 0)
+                return r;
+        *ret = TAKE_PTR(e);
+        return 0;
+}
+
+/* The index of a named parameter; 0 (which every bind refuses) when absent. */
+static int param(sqlite3_stmt *st, const char *name) {
+        return sqlite3_bind_parameter_index(st, name);
+}
+
+static int sqlite_audit_list(Store *store, const StoreAuditFilter *f, StoreAuditEvent ***ret, size_t *ret_n) {
+        _cleanup_(sqlite3_finalizep) sqlite3_stmt *st = NULL;
+        SqliteStore *s = SQLITE_STORE(store);
+        StoreAuditEvent **a = NULL;
+        size_t n = 0, allocated = 0;
+        char sql[AUDIT_SQL_MAX];
+        int r;
+
+        /* Built from fixed fragments only, so each filter can use an index; every value is a parameter. */
+        r = snprintf(sql, sizeof(sql),
+                     "SELECT seq, time, event, actor, subject, detail FROM audit WHERE 1 = 1%s%s%s%s%s%s "
+                     "ORDER BY seq DESC LIMIT :limit",
+                     f->since != 0 ? " AND time >= :since" : "", f->until != 0 ? " AND time < :until" : "",
+                     f->event ? " AND event = :event" : "", f->actor ? " AND actor = :actor" : "",
+                     f->subject ? " AND subject = :subject" : "",
+                     f->before_seq != 0 ? " AND seq < :before" : "");
+        assert(r > 0 && (size_t) r < sizeof(sql));
+
+        r = prepare(s, sql, &st);
+        if (r < 0)
+                return r;
+        if ((f->since != 0 && bind_time(st, param(st, ":since"), f->since) != SQLITE_OK) ||
+            (f->until != 0 && bind_time(st, param(st, ":until"), f->until) != SQLITE_OK) ||
+            (f->event && bind_text(st, param(st, ":event"), f->event) != SQLITE_OK) ||
+            (f->actor && bind_text(st, param(st, ":actor"), f->actor) != SQLITE_OK) ||
+            (f->subject && bind_text(st, param(st, ":subject"), f->subject) != SQLITE_OK) ||
+            (f->before_seq != 0 &&
+             sqlite3_bind_int64(st, param(st, ":before"), f->before_seq) != SQLITE_OK) ||
+            sqlite3_bind_int64(st, param(st, ":limit"), (sqlite3_int64) f->limit) != SQLITE_OK)
+                return sqlite_bind_error(s);
+
+        for (;;) {
+                r = step(s, st);
+                if (r <= 0)
+                        break;
+                if (n >= f->limit) {
+                        r = -EIO;
+                        break;
+                }
+                r = store_array_grow((void **) &a, &allocated, n, sizeof(*a));
+                if (r < 0)
+                        break;
+                r = audit_from_row(st, &a[n]);
+                if (r < 0)
+                        break;
+                n++;
+        }
+        if (r < 0) {
+                store_audit_event_array_free(a, n);
+                return r;
+        }
+        *ret = a;
+        *ret_n = n;
+        return 0;
+}
+
+/* Integrity */
+
+static int sqlite_check_integrity(Store *store) {
+        _cleanup_(sqlite3_finalizep) sqlite3_stmt *st = NULL, *fk = NULL;
+        SqliteStore *s = SQLITE_STORE(store);
+        unsigned problems = 0;
+        int r;
+
+        r = prepare(s, "PRAGMA integrity_check", &st);
+        if (r < 0)
+                return r;
+        for (;;) {
+                const char *msg;
+
+                r = step(s, st);
+                if (r < 0)
+                        return r;
+                if (r == 0)
+                        break;
+                msg = (const char *) sqlite3_column_text(st, 0);
+                if (msg && streq(msg, "ok"))
+                        continue;
+                if (problems++ < INTEGRITY_LOG_MAX)
+                        log_debug("SQLite: integrity check: %s", strna(msg));
+        }
+
+        r = prepare(s, "PRAGMA foreign_key_check", &fk);
+        if (r < 0)
+                return r;
+        for (;;) {
+                r = step(s, fk);
+                if (r < 0)
+                        return r;
+                if (r == 0)
+                        break;
+                if (problems++ < INTEGRITY_LOG_MAX)
+                        log_debug("SQLite: integrity check: dangling reference in table '%s'.",
+                                  strna((const char *) sqlite3_column_text(fk, 0)));
+        }
+
+        if (problems > 0)
+                return log_debug_errno(EUCLEAN, "SQLite: database failed its integrity check (%u problems).",
+                                       problems);
+        return 0;
+}
+
+static const StoreVtable sqlite_vtable = {
+        .name = "sqlite",
+        .free = sqlite_store_free,
+        .get_schema_version = sqlite_get_schema_version,
+        .meta_get = sqlite_meta_get,
+        .meta_set = sqlite_meta_set,
+        .token_create = sqlite_token_create,
+        .token_get = sqlite_token_get,
+        .token_list = sqlite_token_list,
+        .token_revoke = sqlite_token_revoke,
+        .enroll = sqlite_enroll,
+        .agent_get = sqlite_agent_get,
+        .agent_list = sqlite_agent_list,
+        .agent_update_certificate = sqlite_agent_update_certificate,
+        .agent_revoke = sqlite_agent_revoke,
+        .agents_touch = sqlite_agents_touch,
+        .ca_put = sqlite_ca_put,
+        .ca_list = sqlite_ca_list,
+        .ca_set_state = sqlite_ca_set_state,
+        .audit_append = sqlite_audit_append,
+        .audit_list = sqlite_audit_list,
+        .check_integrity = sqlite_check_integrity,
+};

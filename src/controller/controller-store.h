@@ -159,7 +159,9 @@ int store_get_schema_version(Store *s, unsigned *ret);
 int store_meta_get(Store *s, const char *key, char **ret);
 int store_meta_set(Store *s, const char *key, const char *value);
 
-/* Tokens. create: -EEXIST for a duplicate id. revoke: -ENOENT, -EALREADY when already used or revoked. */
+/* Tokens. create: -EEXIST for a duplicate id; -EINVAL for a token that is already used or revoked, a remote
+ * network on a tunneler token or groups on a connector token. revoke: -ENOENT, -EALREADY when already used
+ * or revoked. */
 int store_token_create(Store *s, const StoreToken *t);
 int store_token_get(Store *s, const uint8_t id[TOKEN_ID_SIZE], StoreToken **ret);
 int store_token_list(Store *s, StoreToken ***ret, size_t *ret_n);
@@ -193,7 +195,9 @@ int store_agent_revoke(Store *s, const char *spiffe_id, const char *reason, usec
  * number of rows updated. */
 int store_agents_touch(Store *s, const StoreHeartbeat *hb, size_t n);
 
-/* CA material. put: insert or replace by fingerprint. */
+/* CA material. put: insert or replace by fingerprint. States only move forwards (staged → active → retiring
+ * → retired; -EINVAL otherwise, in put and set_state alike); a second active issuing CA is refused with
+ * -EEXIST, so rotation retires the old one before activating the new one. */
 int store_ca_put(Store *s, const StoreCa *ca);
 int store_ca_list(Store *s, StoreCa ***ret, size_t *ret_n);
 int store_ca_set_state(Store *s, const uint8_t fingerprint[32], StoreCaState state);

@@ -6,6 +6,7 @@
 #include <time.h>
 
 #include "crypto-ca.h"
+#include "crypto-svid.h"
 #include "crypto-util.h"
 #include "parse-util.h"
 #include "strv.h"
@@ -528,8 +529,10 @@ static int ca_certificate_trust_domain(X509 *cert, char **ret) {
         int r;
 
         names = X509_get_ext_d2i(cert, NID_subject_alt_name, NULL, NULL);
-        if (!names)
+        if (!names) {
+                ERR_clear_error(); /* a missing or malformed SAN leaves errors queued */
                 return -EINVAL;
+        }
 
         for (int i = 0; i < sk_GENERAL_NAME_num(names); i++) {
                 const GENERAL_NAME *gen = sk_GENERAL_NAME_value(names, i);
@@ -601,10 +604,16 @@ int ca_load(X509 *cert, EVP_PKEY *key, STACK_OF(X509) *chain, CertificateAuthori
                 for (int i = 0; i < sk_X509_num(chain); i++) {
                         X509 *issuer = sk_X509_value(chain, i);
 
-                        /* The root is not part of the chain: peers have it in their trust bundle. */
+                        /* The root is not part of the chain: peers have it in their trust bundle. Each link
+                         * must really be signed by the next (X509_check_issued() compares only names and key
+                         * ids), and each issuer must be a signing certificate of our trust domain. */
                         if ((X509_get_extension_flags(issuer) & EXFLAG_SS) ||
-                            X509_check_issued(issuer, prev) != X509_V_OK)
+                            X509_check_issued(issuer, prev) != X509_V_OK ||
+                            X509_verify(prev, X509_get0_pubkey(issuer)) != 1 ||
+                            svid_check_signing_certificate(issuer, trust_domain, NULL) < 0) {
+                                ERR_clear_error();
                                 return -EINVAL;
+                        }
                         prev = issuer;
                 }
         }

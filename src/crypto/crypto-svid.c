@@ -30,6 +30,14 @@ static int problem(SvidProblem *p, const char *reason) {
         return -EKEYREJECTED;
 }
 
+/* X509-SVID §4.3: keyUsage MUST be set on every SVID and MUST be marked critical. */
+static bool key_usage_is_critical(X509 *x) {
+        int idx = X509_get_ext_by_NID(x, NID_key_usage, -1);
+        X509_EXTENSION *ext = idx >= 0 ? X509_get_ext(x, idx) : NULL;
+
+        return ext && X509_EXTENSION_get_critical(ext) == 1;
+}
+
 static int check_common(X509 *cert, SvidProblem *p) {
         if (X509_get_version(cert) != X509_VERSION_3)
                 return problem(p, "not an X.509 v3 certificate");
@@ -116,6 +124,8 @@ static int leaf_check(X509 *leaf, SpiffeId **ret_id, SvidProblem *p) {
 
         if (!(flags & EXFLAG_KUSAGE))
                 return problem(p, "no keyUsage extension");
+        if (!key_usage_is_critical(leaf))
+                return problem(p, "keyUsage is not marked critical");
         ku = X509_get_key_usage(leaf);
         if (!(ku & KU_DIGITAL_SIGNATURE))
                 return problem(p, "keyUsage lacks digitalSignature");
@@ -150,6 +160,8 @@ static int signing_check(X509 *cert, const char *trust_domain, SvidProblem *p) {
                 return problem(p, "basicConstraints is CA:FALSE");
         if (!(flags & EXFLAG_KUSAGE))
                 return problem(p, "no keyUsage extension");
+        if (!key_usage_is_critical(cert))
+                return problem(p, "keyUsage is not marked critical");
         if (!(X509_get_key_usage(cert) & KU_KEY_CERT_SIGN))
                 return problem(p, "keyUsage lacks keyCertSign");
 

@@ -324,6 +324,10 @@ int token_secret_hash(const uint8_t secret[TOKEN_SECRET_SIZE], uint8_t ret[TOKEN
         return crypto_sha256(secret, TOKEN_SECRET_SIZE, ret);
 }
 
+bool token_hash_equal(const uint8_t a[static TOKEN_HASH_SIZE], const uint8_t b[static TOKEN_HASH_SIZE]) {
+        return crypto_memeq(a, b, TOKEN_HASH_SIZE);
+}
+
 bool token_secret_verify(const uint8_t secret[TOKEN_SECRET_SIZE],
                          const uint8_t stored_hash[TOKEN_HASH_SIZE]) {
         uint8_t h[TOKEN_HASH_SIZE];

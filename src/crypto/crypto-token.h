@@ -73,6 +73,9 @@ int token_from_string(const char *s, EnrollmentToken **ret, const char **ret_rea
 /* SHA-256 of the secret: what the controller's database stores. */
 int token_secret_hash(const uint8_t secret[TOKEN_SECRET_SIZE], uint8_t ret[TOKEN_HASH_SIZE]);
 /* Whether SHA-256(secret) equals stored_hash, compared in constant time. */
+/* Constant-time comparison of two secret hashes, for code outside src/crypto (the store) that must not
+ * include OpenSSL. */
+bool token_hash_equal(const uint8_t a[static TOKEN_HASH_SIZE], const uint8_t b[static TOKEN_HASH_SIZE]);
 bool token_secret_verify(const uint8_t secret[TOKEN_SECRET_SIZE],
                          const uint8_t stored_hash[TOKEN_HASH_SIZE]);
 

@@ -27,6 +27,8 @@ struct GrpcCall {
         GrpcServer *server;
         const GrpcMethod *method;
         H2Stream *stream;               /* NULL once the HTTP/2 stream is gone */
+        H2Session *session;             /* not a reference; valid while stream is */
+        size_t reserved;                /* decoder memory charged to the session's budget */
         char *path;
         GrpcDecoder decoder;
         ByteQueue out;
@@ -80,6 +82,8 @@ int grpc_server_new(const GrpcMethod *methods, size_t n_methods, size_t max_mess
         return 0;
 }
 
+static void call_unaccount(GrpcCall *c);
+
 static void call_free(GrpcCall *c) {
         GrpcServer *s = c->server;
 
@@ -107,6 +111,7 @@ GrpcServer *grpc_server_free(GrpcServer *s) {
 
                 if (c->stream)
                         h2_stream_set_callbacks(c->stream, &(H2StreamCallbacks) {}, NULL);
+                call_unaccount(c);
                 if (c->method && c->method->on_done)
                         c->method->on_done(c, s->userdata);
                 call_free(c);
@@ -205,6 +210,29 @@ int grpc_call_send(GrpcCall *c, const ProtobufCMessage *msg) {
         return h2_stream_resume(c->stream);
 }
 
+/* Charges the decoder's current allocation to the session budget (or gives back what it no longer holds). */
+static int call_account(GrpcCall *c) {
+        size_t held = c->decoder.n_allocated;
+        int r;
+
+        if (!c->session)
+                return 0;
+        if (held > c->reserved) {
+                r = h2_session_reserve(c->session, held - c->reserved);
+                if (r < 0)
+                        return r;
+        } else
+                h2_session_release(c->session, c->reserved - held);
+        c->reserved = held;
+        return 0;
+}
+
+static void call_unaccount(GrpcCall *c) {
+        if (c->session && c->reserved > 0)
+                h2_session_release(c->session, c->reserved);
+        c->reserved = 0;
+}
+
 static void call_fail(GrpcCall *c, int error, const char *message) {
         (void) grpc_call_finish_errno(c, error, message);
 }
@@ -226,6 +254,13 @@ static int call_on_data(H2Stream *st, const uint8_t *data, size_t size, void *us
 
                 r = grpc_decoder_feed(&c->decoder, data + off, size - off, &consumed);
                 off += consumed;
+                if (call_account(c) < 0) {
+                        grpc_decoder_done(&c->decoder);
+                        call_unaccount(c);
+                        (void) grpc_call_finish(c, GRPC_STATUS_RESOURCE_EXHAUSTED,
+                                                "too much unfinished request data on this connection");
+                        return 0;
+                }
                 if (r == -EMSGSIZE) {
                         call_fail(c, r, "message larger than the maximum");
                         return 0;
@@ -242,6 +277,7 @@ static int call_on_data(H2Stream *st, const uint8_t *data, size_t size, void *us
                         break;
 
                 r = grpc_decoder_take(&c->decoder, &buf.data, &buf.size);
+                (void) call_account(c); /* the decoder let go of the message: only releases */
                 if (r < 0) {
                         call_fail(c, r, "out of memory");
                         return 0;
@@ -297,7 +333,9 @@ static ssize_t call_read_body(H2Stream *st, uint8_t *buf, size_t size, bool *ret
 static void call_on_close(H2Stream *st, uint32_t error_code, void *userdata) {
         GrpcCall *c = userdata;
 
+        call_unaccount(c);
         c->stream = NULL;
+        c->session = NULL;
         c->finished = true;
         if (c->method && c->method->on_done)
                 c->method->on_done(c, c->server->userdata);
@@ -341,10 +379,11 @@ int grpc_server_handle(GrpcServer *s, H2Stream *stream, const H2Headers *headers
         *c = (GrpcCall) {
                 .server = s,
                 .stream = stream,
+                .session = session,
                 .deadline = USEC_INFINITY,
         };
         grpc_decoder_init(&c->decoder, s->max_message_size);
-        byte_queue_init(&c->out, GRPC_SEND_QUEUE_MAX);
+        byte_queue_init_secret(&c->out, GRPC_SEND_QUEUE_MAX);
         c->next = s->calls;
         if (s->calls)
                 s->calls->prev = c;
@@ -363,6 +402,10 @@ int grpc_server_handle(GrpcServer *s, H2Stream *stream, const H2Headers *headers
                 }
         if (!c->method)
                 return grpc_call_finish(c, GRPC_STATUS_UNIMPLEMENTED, "unknown method");
+        if (c->method->max_message_size > 0) {
+                grpc_decoder_done(&c->decoder);
+                grpc_decoder_init(&c->decoder, MIN(c->method->max_message_size, s->max_message_size));
+        }
 
         /* Identity comes from the verified certificate, nothing else. */
         if (!h2_session_get_peer_id(session) && !(c->method->flags & GRPC_METHOD_UNAUTHENTICATED))
@@ -610,7 +653,7 @@ int grpc_client_call_start(H2Session *session, const char *authority, const char
                 .userdata = userdata,
         };
         grpc_decoder_init(&c->decoder, max_message_size > 0 ? max_message_size : GRPC_MESSAGE_MAX_DEFAULT);
-        byte_queue_init(&c->out, GRPC_SEND_QUEUE_MAX);
+        byte_queue_init_secret(&c->out, GRPC_SEND_QUEUE_MAX);
 
         h[n++] = (H2Header) { ":method", "POST" };
         h[n++] = (H2Header) { ":scheme", "https" };
@@ -623,24 +666,27 @@ int grpc_client_call_start(H2Session *session, const char *authority, const char
         if (timeout != USEC_INFINITY)
                 h[n++] = (H2Header) { "grpc-timeout", grpc_timeout_format(timeout, tbuf) };
 
-        r = h2_session_open_stream(session, h, n, false, &client_callbacks, c, &c->stream);
-        if (r < 0) {
-                grpc_decoder_done(&c->decoder);
-                free(c);
-                return r;
-        }
+        /* Everything that can fail happens before the stream exists: once it does, only on_finish reports. */
         if (timeout != USEC_INFINITY) {
                 r = sd_event_add_time_relative(h2_session_get_event(session), &c->deadline_source, CLOCK_MONOTONIC,
                                                timeout, USEC_PER_MSEC, client_on_deadline, c);
-                if (r < 0) {
-                        grpc_client_call_cancel(c);
-                        return r;
-                }
+                if (r < 0)
+                        goto fail;
                 (void) sd_event_source_set_description(c->deadline_source, "grpc-client-deadline");
         }
+        r = h2_session_open_stream(session, h, n, false, &client_callbacks, c, &c->stream);
+        if (r < 0)
+                goto fail;
         if (ret)
                 *ret = c;
         return 0;
+
+fail:
+        sd_event_source_disable_unref(c->deadline_source);
+        grpc_decoder_done(&c->decoder);
+        byte_queue_done(&c->out, true);
+        free(c);
+        return r;
 }
 
 int grpc_client_call_send(GrpcClientCall *c, const ProtobufCMessage *msg) {

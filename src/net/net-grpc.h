@@ -12,7 +12,9 @@
  * UNAUTHENTICATED for peers without a client certificate.
  *
  * Memory: messages queued for sending on one call are capped (GRPC_SEND_QUEUE_MAX); a peer that stops
- * reading gets -ENOBUFS on its call rather than unbounded buffering. */
+ * reading gets -ENOBUFS on its call rather than unbounded buffering. Received bytes give their HTTP/2 credit
+ * back at once, so partial messages are charged to the session's budget (h2_session_reserve()) instead: a
+ * peer spreading half-sent messages over many calls gets RESOURCE_EXHAUSTED, not our memory. */
 
 #include <stdbool.h>
 #include <stddef.h>
@@ -40,6 +42,7 @@ typedef struct GrpcMethod {
         const char *path;                               /* "/ztna.v1.Enrollment/Enroll" */
         const ProtobufCMessageDescriptor *input;
         unsigned flags;
+        size_t max_message_size;                        /* 0: the server's; keep small for unauthenticated methods */
         /* A request message arrived (takes ownership of msg). For a unary method it is the one request;
          * reply with grpc_call_send() + grpc_call_finish(), now or later. Return < 0 to fail the call with the
          * status mapped from the errno. */

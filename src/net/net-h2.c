@@ -58,11 +58,15 @@ struct H2Session {
 
         H2Stream *streams;
         size_t n_streams;
+        size_t reserved;               /* h2_session_reserve() total */
 
         bool closing;                  /* GOAWAY sent or received */
         uint32_t goaway_sent_code;     /* error code of a GOAWAY we sent (nghttp2 sends one on floods) */
         bool finished;                 /* on_close delivered */
         bool freeing;                  /* inside the final unref */
+        unsigned dispatching;          /* > 0 while inside nghttp2_session_mem_recv()/mem_send() */
+        bool terminating;              /* h2_session_terminate() called from a callback: done when it returns */
+        uint32_t terminate_code;
         int error;
 };
 
@@ -215,7 +219,11 @@ static int session_flush(H2Session *s) {
 
                                 if (s->pending_len == 0) {
                                         const uint8_t *p;
-                                        ssize_t n = nghttp2_session_mem_send(s->ngh, &p);
+                                        ssize_t n;
+
+                                        s->dispatching++;
+                                        n = nghttp2_session_mem_send(s->ngh, &p);
+                                        s->dispatching--;
 
                                         if (n < 0) {
                                                 log_debug("nghttp2_session_mem_send: %s", nghttp2_strerror((int) n));
@@ -262,8 +270,11 @@ static void session_update_interest(H2Session *s) {
         if (s->finished || !s->tls)
                 return;
         want_write = s->out_off < s->out_len || s->pending_len > 0 || nghttp2_session_want_write(s->ngh);
-        /* Backpressure on the connection: no new input while our output to the peer is stuck. */
-        want_read = !s->write_blocked && nghttp2_session_want_read(s->ngh);
+        /* Always keep reading, even while our writes are blocked: two peers that both stopped reading until
+         * they could write would deadlock. Memory stays bounded without it: received DATA holds flow-control
+         * credit until consumed, our DATA output is pulled only into an empty buffer, and nghttp2 caps queued
+         * control-frame answers (max_outbound_ack). */
+        want_read = nghttp2_session_want_read(s->ngh);
         (void) tls_connection_set_interest(s->tls, want_read, want_write);
 }
 
@@ -275,7 +286,12 @@ static void session_process(H2Session *s) {
                 return;
         h2_session_ref(s);
 
-        for (unsigned i = 0; !s->write_blocked && !s->finished; i++) {
+        if (s->terminating) {
+                h2_session_terminate(s, s->terminate_code);
+                goto out;
+        }
+
+        for (unsigned i = 0; !s->finished && !s->terminating; i++) {
                 ssize_t n, m;
 
                 if (i >= H2_READS_PER_DISPATCH) {
@@ -296,7 +312,9 @@ static void session_process(H2Session *s) {
                         session_finish(s, (int) n);
                         goto out;
                 }
+                s->dispatching++;
                 m = nghttp2_session_mem_recv(s->ngh, buf, (size_t) n);
+                s->dispatching--;
                 if (m < 0) {
                         log_debug("HTTP/2 peer %s: %s", tls_connection_get_peer_address(s->tls),
                                   nghttp2_strerror((int) m));
@@ -317,10 +335,18 @@ static void session_process(H2Session *s) {
         }
         if (s->finished)
                 goto out;
+        if (s->terminating) {
+                h2_session_terminate(s, s->terminate_code);
+                goto out;
+        }
 
         r = session_flush(s);
         if (r < 0) {
                 session_finish(s, r);
+                goto out;
+        }
+        if (s->terminating) {
+                h2_session_terminate(s, s->terminate_code);
                 goto out;
         }
 
@@ -476,9 +502,11 @@ static int on_frame_recv(nghttp2_session *ngh, const nghttp2_frame *frame, void 
                                 bool trailers = frame->headers.cat == NGHTTP2_HCAT_HEADERS;
 
                                 r = st->callbacks.on_headers(st, &h, trailers, st->userdata);
-                                if (r < 0)
+                                if (r < 0) {
+                                        st->refused = true; /* no on_data/on_end after our reset */
                                         (void) nghttp2_submit_rst_stream(ngh, NGHTTP2_FLAG_NONE, st->id,
                                                                          NGHTTP2_CANCEL);
+                                }
                         }
                         stream_clear_headers(st);
                 }
@@ -508,8 +536,10 @@ static int on_data_chunk(nghttp2_session *ngh, uint8_t flags, int32_t stream_id,
         }
         st->unconsumed += len;
         r = st->callbacks.on_data(st, data, len, st->userdata);
-        if (r < 0)
+        if (r < 0) {
+                st->refused = true;
                 (void) nghttp2_submit_rst_stream(ngh, NGHTTP2_FLAG_NONE, stream_id, NGHTTP2_CANCEL);
+        }
         return 0;
 }
 
@@ -604,6 +634,8 @@ int h2_session_new(TlsConnection *tls, const H2Settings *settings, const H2Sessi
                 s->settings = *settings;
         else
                 h2_settings_init(&s->settings);
+        if (s->settings.app_buffer_budget == 0)
+                s->settings.app_buffer_budget = s->settings.connection_window;
         if (s->settings.max_concurrent_streams == 0 || s->settings.stream_window == 0 ||
             s->settings.stream_window > NGHTTP2_MAX_WINDOW_SIZE || s->settings.connection_window == 0 ||
             s->settings.connection_window > NGHTTP2_MAX_WINDOW_SIZE)
@@ -739,6 +771,15 @@ void h2_session_terminate(H2Session *s, uint32_t error_code) {
 
         if (s->finished)
                 return;
+        if (s->dispatching > 0) {
+                /* Inside an nghttp2 callback: streams must outlive it, and nghttp2 must not be re-entered.
+                 * Finish as soon as control is back in session_process(). */
+                s->terminating = true;
+                s->terminate_code = error_code;
+                s->defer_source ? session_schedule(s) : (void) 0;
+                return;
+        }
+        s->terminating = false;
         s->closing = true;
         (void) nghttp2_session_terminate_session(s->ngh, error_code);
         (void) session_flush(s);
@@ -746,7 +787,7 @@ void h2_session_terminate(H2Session *s, uint32_t error_code) {
 }
 
 bool h2_session_is_open(const H2Session *s) {
-        return s && !s->finished && !s->closing && !s->freeing;
+        return s && !s->finished && !s->closing && !s->freeing && !s->terminating;
 }
 
 const SpiffeId *h2_session_get_peer_id(const H2Session *s) {
@@ -762,6 +803,26 @@ TlsConnection *h2_session_get_tls(const H2Session *s) {
 size_t h2_session_get_n_streams(const H2Session *s) {
         assert(s);
         return s->n_streams;
+}
+
+int h2_session_reserve(H2Session *s, size_t n) {
+        assert(s);
+
+        if (n > s->settings.app_buffer_budget - s->reserved)
+                return -ENOBUFS;
+        s->reserved += n;
+        return 0;
+}
+
+void h2_session_release(H2Session *s, size_t n) {
+        assert(s);
+        assert(n <= s->reserved);
+        s->reserved -= MIN(n, s->reserved);
+}
+
+size_t h2_session_get_reserved(const H2Session *s) {
+        assert(s);
+        return s->reserved;
 }
 
 sd_event *h2_session_get_event(const H2Session *s) {

@@ -63,6 +63,9 @@ typedef struct H2Settings {
         usec_t ping_interval;           /* USEC_INFINITY disables keepalive */
         usec_t ping_timeout;
         usec_t drain_timeout;
+        /* Bytes the application may hold for this peer beyond flow control (h2_session_reserve()). 0: the
+         * connection window. */
+        size_t app_buffer_budget;
 } H2Settings;
 
 void h2_settings_init(H2Settings *s);
@@ -108,6 +111,13 @@ TlsConnection *h2_session_get_tls(const H2Session *s);
 size_t h2_session_get_n_streams(const H2Session *s);
 void *h2_session_get_userdata(const H2Session *s);
 sd_event *h2_session_get_event(const H2Session *s);
+
+/* Memory an application layer holds on behalf of this peer after giving back its flow-control credit (a
+ * partial gRPC message) is charged here, so one connection cannot make us buffer more than the budget
+ * whatever it does with streams. -ENOBUFS when n does not fit. */
+int h2_session_reserve(H2Session *s, size_t n);
+void h2_session_release(H2Session *s, size_t n);
+size_t h2_session_get_reserved(const H2Session *s);
 
 /* Client: opens a stream with a request header block; end_stream when there is no body. */
 int h2_session_open_stream(H2Session *s, const H2Header *headers, size_t n_headers, bool end_stream,

@@ -782,7 +782,8 @@ const SpiffeId *tls_connection_get_peer_id(const TlsConnection *c) {
 
 X509 *tls_connection_get_peer_certificate(const TlsConnection *c) {
         assert(c);
-        return c->ssl ? SSL_get0_peer_certificate(c->ssl) : NULL;
+        /* Only a verified certificate: never one from a failed or unfinished handshake. */
+        return c->state == TLS_STATE_ESTABLISHED ? SSL_get0_peer_certificate(c->ssl) : NULL;
 }
 
 const char *tls_connection_get_error_reason(const TlsConnection *c) {

@@ -18,12 +18,17 @@ void byte_queue_init(ByteQueue *q, size_t max) {
         *q = (ByteQueue) { .max = max };
 }
 
+void byte_queue_init_secret(ByteQueue *q, size_t max) {
+        byte_queue_init(q, max);
+        q->secret = true;
+}
+
 void byte_queue_done(ByteQueue *q, bool secret) {
         assert(q);
-        if (secret)
+        if (secret || q->secret)
                 explicit_bzero_safe(q->data, q->allocated);
         free(q->data);
-        *q = (ByteQueue) { .max = q->max };
+        *q = (ByteQueue) { .max = q->max, .secret = q->secret };
 }
 
 /* Moves the content to the front so that free space is contiguous at the end. */
@@ -46,9 +51,19 @@ static int reserve(ByteQueue *q, size_t size) {
         if (need <= q->allocated)
                 return 0;
         n = MAX(need, MIN(q->max, MAX(q->allocated * 2, (size_t) BYTE_QUEUE_STEP)));
-        p = realloc(q->data, n);
-        if (!p)
-                return -ENOMEM;
+        if (q->secret) {
+                p = malloc(n);
+                if (!p)
+                        return -ENOMEM;
+                if (q->len > 0)
+                        memcpy(p, q->data, q->len);
+                explicit_bzero_safe(q->data, q->allocated);
+                free(q->data);
+        } else {
+                p = realloc(q->data, n);
+                if (!p)
+                        return -ENOMEM;
+        }
         q->data = p;
         q->allocated = n;
         return 0;
@@ -56,6 +71,8 @@ static int reserve(ByteQueue *q, size_t size) {
 
 static void maybe_release(ByteQueue *q) {
         if (q->len == 0) {
+                if (q->secret)
+                        explicit_bzero_safe(q->data, q->allocated);
                 q->start = 0;
                 q->data = mfree(q->data);
                 q->allocated = 0;

@@ -13,10 +13,14 @@
 typedef struct ByteQueue {
         uint8_t *data;
         size_t start, len, allocated, max;
+        bool secret;    /* wipe storage whenever it is released or moved */
 } ByteQueue;
 
 void byte_queue_init(ByteQueue *q, size_t max);
-/* Frees the storage (wiping it when secret is true). */
+/* For queues that may carry secrets (an enrollment token in a gRPC request): storage is wiped when released,
+ * and grows by copy + wipe instead of realloc(), so no stale copy is left in freed memory. */
+void byte_queue_init_secret(ByteQueue *q, size_t max);
+/* Frees the storage (wiping it when the queue or this call says secret). */
 void byte_queue_done(ByteQueue *q, bool secret);
 
 static inline size_t byte_queue_size(const ByteQueue *q) {

@@ -49,7 +49,7 @@ static int add_conf_ext(X509 *x, X509V3_CTX *ctx, int nid, const char *value) {
         return 0;
 }
 
-static int add_key_usage(X509 *x, int key_usage) {
+static int add_key_usage(X509 *x, int key_usage, bool critical) {
         /* KU_* values in the order of the KeyUsage bit string (RFC 5280 §4.2.1.3). */
         static const int bits[] = {
                 KU_DIGITAL_SIGNATURE, KU_NON_REPUDIATION, KU_KEY_ENCIPHERMENT, KU_DATA_ENCIPHERMENT,
@@ -65,7 +65,7 @@ static int add_key_usage(X509 *x, int key_usage) {
         for (size_t i = 0; i < ELEMENTSOF(bits); i++)
                 if ((key_usage & bits[i]) && !ASN1_BIT_STRING_set_bit(bs, (int) i, 1))
                         r = -ENOMEM;
-        if (r == 0 && X509_add1_ext_i2d(x, NID_key_usage, bs, 1, X509V3_ADD_DEFAULT) != 1)
+        if (r == 0 && X509_add1_ext_i2d(x, NID_key_usage, bs, critical ? 1 : 0, X509V3_ADD_DEFAULT) != 1)
                 r = crypto_error(EIO, "certgen: keyUsage");
         ASN1_BIT_STRING_free(bs);
         return r;
@@ -211,7 +211,7 @@ int certgen_make(const CertgenParams *p, X509 **ret_cert, EVP_PKEY **ret_key) {
                         return r;
         }
         if (p->key_usage >= 0) {
-                r = add_key_usage(x, p->key_usage);
+                r = add_key_usage(x, p->key_usage, !p->key_usage_noncritical);
                 if (r < 0)
                         return r;
         }

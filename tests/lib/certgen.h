@@ -29,6 +29,7 @@ typedef struct CertgenParams {
         int ca;                              /* -1: no basicConstraints, 0: CA:FALSE, 1: CA:TRUE */
         int path_len;                        /* -1: none */
         int key_usage;                       /* KU_* bits ORed (0: the extension with no bit); -1: omit */
+        bool key_usage_noncritical;          /* keyUsage present but not marked critical */
         bool eku_server, eku_client;         /* extendedKeyUsage only if either is set */
         usec_t not_before, not_after;        /* absolute CLOCK_REALTIME µs; 0 = now−1h / now+1h */
         X509 *issuer;                        /* NULL = self-signed */

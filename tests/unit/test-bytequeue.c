@@ -84,3 +84,22 @@ TEST(fd_io) {
         close(sv[0]);
         byte_queue_done(&q, false);
 }
+
+TEST(secret_mode_keeps_working) {
+        ByteQueue q;
+        uint8_t out[70000];
+
+        /* Same behaviour as a plain queue through growth (copy instead of realloc) and release. */
+        byte_queue_init_secret(&q, 1 << 20);
+        for (size_t i = 0; i < sizeof(out); i++)
+                out[i] = (uint8_t) i;
+        ASSERT_OK(byte_queue_push(&q, out, 10));
+        ASSERT_OK(byte_queue_push(&q, out + 10, sizeof(out) - 10));
+        memset(out, 0, sizeof(out));
+        ASSERT_EQ(byte_queue_pop(&q, out, sizeof(out)), sizeof(out));
+        for (size_t i = 0; i < sizeof(out); i++)
+                ASSERT_EQ(out[i], (uint8_t) i);
+        ASSERT_NULL(q.data);
+        ASSERT_TRUE(q.secret);
+        byte_queue_done(&q, false);
+}

@@ -16,6 +16,7 @@
 enum { BC_NONE = 1, BC_FALSE, BC_TRUE };
 #define KU_SET 0x10000   /* ku = KU_SET | bits: exactly these bits */
 #define KU_OMIT 0x20000  /* no keyUsage extension */
+#define KU_NONCRITICAL 0x40000 /* the usual bits, extension not marked critical */
 enum { EKU_SERVER_ONLY = 1, EKU_CLIENT_ONLY, EKU_NONE };
 
 typedef struct Override {
@@ -79,6 +80,8 @@ static const Row table[] = {
           .error = EKEYREJECTED, .reason = "leaf certificate: no basicConstraints extension" },
         { "leaf without keyUsage", .leaf = { .ku = KU_OMIT },
           .error = EKEYREJECTED, .reason = "leaf certificate: no keyUsage extension" },
+        { "leaf keyUsage not critical", .leaf = { .ku = KU_NONCRITICAL },
+          .error = EKEYREJECTED, .reason = "leaf certificate: keyUsage is not marked critical" },
         { "leaf without digitalSignature", .leaf = { .ku = KU_SET | KU_KEY_ENCIPHERMENT },
           .error = EKEYREJECTED, .reason = "leaf certificate: keyUsage lacks digitalSignature" },
         /* RFC 5280 §4.2.1.3: at least one bit; OpenSSL flags an empty keyUsage as invalid. */
@@ -112,6 +115,8 @@ static const Row table[] = {
           .error = EKEYREJECTED, .reason = "intermediate 1 (as presented): keyUsage lacks keyCertSign" },
         { "intermediate without keyUsage", .intermediate = { .ku = KU_OMIT },
           .error = EKEYREJECTED, .reason = "intermediate 1 (as presented): no keyUsage extension" },
+        { "intermediate keyUsage not critical", .intermediate = { .ku = KU_NONCRITICAL },
+          .error = EKEYREJECTED, .reason = "intermediate 1 (as presented): keyUsage is not marked critical" },
         { "intermediate SPIFFE ID with a path", .intermediate = { .uri = TD_URI "/ca" },
           .error = EKEYREJECTED,
           .reason = "intermediate 1 (as presented): SPIFFE ID has a path (only the trust-domain ID is "
@@ -167,7 +172,9 @@ static void apply(CertgenParams *p, const Override *o) {
                 p->dns[p->n_dns++] = o->dns;
         if (o->bc != 0)
                 p->ca = o->bc == BC_NONE ? -1 : o->bc == BC_TRUE;
-        if (o->ku == KU_OMIT)
+        if (o->ku == KU_NONCRITICAL)
+                p->key_usage_noncritical = true;
+        else if (o->ku == KU_OMIT)
                 p->key_usage = -1;
         else if (o->ku & KU_SET)
                 p->key_usage = o->ku & ~KU_SET;

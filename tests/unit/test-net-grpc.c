@@ -399,3 +399,82 @@ TEST(dropping_session_finishes_calls) {
         ASSERT_EQ(grpc_server_get_n_calls(env.grpc), 0);
         env_done(&env);
 }
+
+/* ---- memory a peer can pin with half-sent messages is bounded per connection ------------------------ */
+
+typedef struct Partial {
+        size_t announced, sent;
+        bool closed;
+        char status[8];
+} Partial;
+
+static ssize_t partial_read_body(H2Stream *st, uint8_t *buf, size_t size, bool *ret_eof, void *userdata) {
+        Partial *p = userdata;
+        size_t n;
+
+        if (p->sent == 0) {
+                ASSERT_GE(size, 5);
+                grpc_frame_header(buf, (uint32_t) p->announced);
+                p->sent = 5;
+                return 5;
+        }
+        /* Everything but the last byte, then nothing more: the message never completes. */
+        n = MIN(size, p->announced + 5 - 1 - p->sent);
+        if (n == 0)
+                return -EAGAIN;
+        memset(buf, 'x', n);
+        p->sent += n;
+        return (ssize_t) n;
+}
+
+static int partial_on_headers(H2Stream *st, const H2Headers *h, bool trailers, void *userdata) {
+        Partial *p = userdata;
+        const char *v = h2_headers_get(h, "grpc-status");
+
+        if (v)
+                snprintf(p->status, sizeof(p->status), "%s", v);
+        return 0;
+}
+
+static int partial_on_data(H2Stream *st, const uint8_t *data, size_t size, void *userdata) {
+        return h2_stream_consume(st, size);
+}
+
+static void partial_on_close(H2Stream *st, uint32_t code, void *userdata) {
+        ((Partial *) userdata)->closed = true;
+}
+
+static const H2StreamCallbacks partial_callbacks = {
+        .read_body = partial_read_body, .on_headers = partial_on_headers, .on_data = partial_on_data,
+        .on_close = partial_on_close,
+};
+
+TEST(partial_messages_are_bounded_per_session) {
+        static const H2Header hdrs[] = {
+                { ":method", "POST" }, { ":scheme", "https" }, { ":path", "/ztna.v1.Enrollment/Renew" },
+                { ":authority", "ztna.test" }, { "content-type", "application/grpc" }, { "te", "trailers" },
+        };
+        static Partial partials[16];
+        size_t exhausted = 0, max_reserved = 0;
+        Env env;
+
+        env_init(&env, true, 0);
+        for (size_t i = 0; i < ELEMENTSOF(partials); i++) {
+                partials[i] = (Partial) { .announced = 3U << 20 };
+                ASSERT_OK(h2_session_open_stream(env.client, hdrs, ELEMENTSOF(hdrs), false, &partial_callbacks,
+                                                 &partials[i], NULL));
+        }
+        for (usec_t end = now(CLOCK_MONOTONIC) + 3 * USEC_PER_SEC; now(CLOCK_MONOTONIC) < end;) {
+                ASSERT_OK(sd_event_run(env.e, 10 * USEC_PER_MSEC));
+                max_reserved = MAX(max_reserved, h2_session_get_reserved(env.server));
+        }
+        for (size_t i = 0; i < ELEMENTSOF(partials); i++)
+                if (streq(partials[i].status, "8"))
+                        exhausted++;
+        fprintf(stderr, "# %zu of 16 calls refused, peak reserved %zu KiB\n", exhausted, max_reserved / 1024);
+        /* The budget (the 16 MiB connection window by default) holds at most five 3 MiB partial messages. */
+        ASSERT_LE(max_reserved, H2_CONNECTION_WINDOW_DEFAULT);
+        ASSERT_GE(exhausted, 16 - 5);
+        env_done(&env);
+        ASSERT_EQ(state.done_calls, 16);
+}

@@ -6,6 +6,7 @@
 
 #include <nghttp2/nghttp2.h>
 #include <signal.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -713,6 +714,189 @@ TEST(abuse_continuation_flood) {
         ASSERT_EQ(srv.n_requests, 0);
         ASSERT_LT(srv.close_error, 0);
         raw_free(r);
+        h2_session_unref(srv.session);
+        env_done(&env);
+}
+
+/* ---- two of our own peers moving bulk data both ways at once ----------------------------------------- */
+
+#include "bytequeue.h"
+
+/* Server side: echoes a stream back, returning flow-control credit only for bytes it has forwarded. */
+typedef struct Pump {
+        ByteQueue q;
+        bool peer_ended;
+} Pump;
+
+static Pump pumps[16];
+static size_t n_pumps;
+
+static int pump_on_data(H2Stream *st, const uint8_t *data, size_t size, void *userdata) {
+        Pump *p = userdata;
+
+        ASSERT_OK(byte_queue_push(&p->q, data, size));
+        return h2_stream_resume(st);
+}
+
+static void pump_on_end(H2Stream *st, void *userdata) {
+        ((Pump *) userdata)->peer_ended = true;
+        (void) h2_stream_resume(st);
+}
+
+static ssize_t pump_read_body(H2Stream *st, uint8_t *buf, size_t size, bool *ret_eof, void *userdata) {
+        Pump *p = userdata;
+        size_t n = byte_queue_pop(&p->q, buf, size);
+
+        if (n > 0) {
+                ASSERT_OK(h2_stream_consume(st, n));
+                return (ssize_t) n;
+        }
+        if (p->peer_ended) {
+                *ret_eof = true;
+                return 0;
+        }
+        return -EAGAIN;
+}
+
+static void pump_on_close(H2Stream *st, uint32_t code, void *userdata) {
+        byte_queue_done(&((Pump *) userdata)->q, false);
+}
+
+static const H2StreamCallbacks pump_callbacks = {
+        .on_data = pump_on_data, .on_end = pump_on_end, .read_body = pump_read_body, .on_close = pump_on_close,
+};
+
+static int pump_on_request(H2Session *s, H2Stream *st, const H2Headers *h, void *userdata) {
+        Pump *p = &pumps[n_pumps++];
+
+        byte_queue_init(&p->q, 64U << 20);
+        h2_stream_set_callbacks(st, &pump_callbacks, p);
+        return h2_stream_respond(st, (H2Header[]) { { ":status", "200" } }, 1, true);
+}
+
+/* Client side: sends a generated body, counts and checks what comes back. */
+typedef struct Flow {
+        size_t to_send, sent, received;
+        bool ok, closed;
+} Flow;
+
+static uint8_t flow_byte(size_t i) {
+        return (uint8_t) ((i * 2654435761U) >> 13);
+}
+
+static int flow_on_data(H2Stream *st, const uint8_t *data, size_t size, void *userdata) {
+        Flow *f = userdata;
+
+        for (size_t i = 0; i < size; i++)
+                if (data[i] != flow_byte(f->received + i))
+                        f->ok = false;
+        f->received += size;
+        return h2_stream_consume(st, size);
+}
+
+static ssize_t flow_read_body(H2Stream *st, uint8_t *buf, size_t size, bool *ret_eof, void *userdata) {
+        Flow *f = userdata;
+        size_t n = MIN(size, f->to_send - f->sent);
+
+        if (n == 0) {
+                *ret_eof = true;
+                return 0;
+        }
+        for (size_t i = 0; i < n; i++)
+                buf[i] = flow_byte(f->sent + i);
+        f->sent += n;
+        return (ssize_t) n;
+}
+
+static void flow_on_close(H2Stream *st, uint32_t code, void *userdata) {
+        Flow *f = userdata;
+        f->closed = true;
+        if (code != 0)
+                f->ok = false;
+}
+
+static const H2StreamCallbacks flow_callbacks = {
+        .on_data = flow_on_data, .read_body = flow_read_body, .on_close = flow_on_close,
+};
+
+static bool flows_closed(void *userdata) {
+        Flow *f = userdata;
+        for (size_t i = 0; i < 8; i++)
+                if (!f[i].closed)
+                        return false;
+        return true;
+}
+
+static void shrink_buffers(TlsConnection *c) {
+        int fd = tls_connection_get_fd(c), sz = 16384;
+
+        ASSERT_TRUE(setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &sz, sizeof(sz)) == 0);
+        ASSERT_TRUE(setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &sz, sizeof(sz)) == 0);
+}
+
+/* Both ends write more than the sockets can hold: each must keep reading while its writes are blocked, or
+ * they wait on each other forever (the tunneler↔connector data plane has our code on both sides). */
+TEST(bidirectional_bulk_does_not_deadlock) {
+        static Server srv;
+        static Client cli;
+        static Flow flows[8];
+        TlsConnection *st, *ct;
+        Env env = {};
+
+        env_init(&env);
+        n_pumps = 0;
+        env_tls_pair(&env, &st, &ct);
+        shrink_buffers(st);
+        shrink_buffers(ct);
+        ASSERT_OK(h2_session_new(st, NULL, &(H2SessionCallbacks) { .on_request = pump_on_request, .on_close = server_on_close },
+                                 &srv, &srv.session));
+        ASSERT_OK(h2_session_new(ct, NULL, &client_callbacks, &cli, &cli.session));
+        for (size_t i = 0; i < ELEMENTSOF(flows); i++) {
+                flows[i] = (Flow) { .to_send = 4U << 20, .ok = true };
+                ASSERT_OK(h2_session_open_stream(cli.session, request_headers, ELEMENTSOF(request_headers), false,
+                                                 &flow_callbacks, &flows[i], NULL));
+        }
+        ASSERT_TRUE(fixture_run_until_func(env.e, flows_closed, flows, 30 * USEC_PER_SEC));
+        for (size_t i = 0; i < ELEMENTSOF(flows); i++) {
+                CASE("stream %zu", i);
+                ASSERT_TRUE(flows[i].ok);
+                ASSERT_EQ(flows[i].received, 4U << 20);
+        }
+        ASSERT_FALSE(srv.closed);
+        h2_session_unref(cli.session);
+        h2_session_unref(srv.session);
+        env_done(&env);
+}
+
+/* A request handler that drops the whole connection (say, for a peer revoked a moment ago). */
+static int terminating_on_request(H2Session *s, H2Stream *st, const H2Headers *h, void *userdata) {
+        ((Server *) userdata)->n_requests++;
+        h2_session_terminate(s, H2_PROTOCOL_ERROR);
+        return 0;
+}
+
+TEST(terminate_from_inside_a_callback) {
+        static Server srv;
+        static Client cli;
+        static Request req;
+        TlsConnection *st, *ct;
+        Env env = {};
+
+        env_init(&env);
+        env_tls_pair(&env, &st, &ct);
+        ASSERT_OK(h2_session_new(st, NULL,
+                                 &(H2SessionCallbacks) { .on_request = terminating_on_request, .on_close = server_on_close },
+                                 &srv, &srv.session));
+        ASSERT_OK(h2_session_new(ct, NULL, &client_callbacks, &cli, &cli.session));
+        req = (Request) { .end_after_body = true };
+        ASSERT_OK(h2_session_open_stream(cli.session, request_headers, ELEMENTSOF(request_headers), false,
+                                         &request_callbacks, &req, NULL));
+        void *both[2] = { &srv, &cli };
+        ASSERT_TRUE(fixture_run_until_func(env.e, both_closed, both, 5 * USEC_PER_SEC));
+        ASSERT_EQ(srv.n_requests, 1);
+        ASSERT_LT(srv.close_error, 0);
+        ASSERT_TRUE(req.closed);
+        h2_session_unref(cli.session);
         h2_session_unref(srv.session);
         env_done(&env);
 }
