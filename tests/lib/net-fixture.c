@@ -1,11 +1,17 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 
 #include <arpa/inet.h>
+#include <endian.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
+#include <openssl/evp.h>
 #include <poll.h>
+#include <signal.h>
+#include <sys/mman.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "crypto-util.h"
@@ -137,4 +143,240 @@ bool fixture_run_until_func(sd_event *e, bool (*pred)(void *userdata), void *use
                 ASSERT_OK(sd_event_run(e, 50 * USEC_PER_MSEC));
         }
         return true;
+}
+
+void fixture_env_init(FixtureEnv *env) {
+        *env = (FixtureEnv) {};
+        (void) signal(SIGPIPE, SIG_IGN);
+        ASSERT_OK(sd_event_new(&env->event));
+        pki_init(&env->pki, FIXTURE_TRUST_DOMAIN);
+        pki_issue(&env->pki, SPIFFE_ROLE_CONNECTOR, "conn-1", 0, USEC_PER_HOUR, &env->server_id);
+        pki_issue(&env->pki, SPIFFE_ROLE_TUNNELER, "tun-1", 0, USEC_PER_HOUR, &env->client_id);
+        env->server_ctx = fixture_server_context(&env->pki, &env->server_id, SPIFFE_ROLE_TUNNELER);
+        env->client_ctx = fixture_client_context(&env->pki, &env->client_id, SPIFFE_ROLE_CONNECTOR);
+}
+
+void fixture_env_done(FixtureEnv *env) {
+        tls_context_unref(env->server_ctx);
+        tls_context_unref(env->client_ctx);
+        identity_done(&env->server_id);
+        identity_done(&env->client_id);
+        pki_done(&env->pki);
+        sd_event_unref(env->event);
+        *env = (FixtureEnv) {};
+}
+
+typedef struct FixtureHandshake {
+        TlsConnection *conn;
+        bool done;
+        int result;
+} FixtureHandshake;
+
+static void fixture_handshake_done(TlsConnection *c, int error, void *userdata) {
+        FixtureHandshake *h = userdata;
+
+        h->done = true;
+        h->result = error;
+}
+
+static void fixture_handshake_io(TlsConnection *c, void *userdata) {
+        /* Nobody reads application data yet: stop being woken until the next owner takes over. */
+        (void) tls_connection_set_interest(c, false, false);
+}
+
+static const TlsConnectionCallbacks fixture_handshake_callbacks = {
+        .on_handshake = fixture_handshake_done,
+        .on_io = fixture_handshake_io,
+};
+
+static bool fixture_handshakes_done(void *userdata) {
+        FixtureHandshake *h = userdata;
+
+        return h[0].done && h[1].done;
+}
+
+void fixture_env_tls_pair(FixtureEnv *env, TlsConnection **ret_server, TlsConnection **ret_client) {
+        FixtureHandshake h[2] = {};
+        uint16_t port;
+        int lfd, cfd;
+
+        lfd = fixture_listen(&port);
+        cfd = fixture_connect(port);
+        ASSERT_OK(tls_connection_new(env->server_ctx, env->event, fixture_accept(lfd),
+                                     &fixture_handshake_callbacks, &h[0], &h[0].conn));
+        ASSERT_OK(tls_connection_new(env->client_ctx, env->event, cfd, &fixture_handshake_callbacks, &h[1],
+                                     &h[1].conn));
+        close(lfd);
+        ASSERT_TRUE(fixture_run_until_func(env->event, fixture_handshakes_done, h, 10 * USEC_PER_SEC));
+        ASSERT_EQ(h[0].result, 0);
+        ASSERT_EQ(h[1].result, 0);
+        *ret_server = h[0].conn;
+        *ret_client = h[1].conn;
+}
+
+void fixture_tcp_pair(int ret[static 2]) {
+        uint16_t port;
+        int lfd;
+
+        lfd = fixture_listen(&port);
+        ret[1] = fixture_connect(port);
+        ret[0] = fixture_accept(lfd);
+        close(lfd);
+}
+
+static uint64_t fixture_prng_next(uint64_t *state) {
+        /* splitmix64: fast, and the same sequence everywhere for a given seed. */
+        uint64_t z = (*state += UINT64_C(0x9e3779b97f4a7c15));
+
+        z = (z ^ (z >> 30)) * UINT64_C(0xbf58476d1ce4e5b9);
+        z = (z ^ (z >> 27)) * UINT64_C(0x94d049bb133111eb);
+        return z ^ (z >> 31);
+}
+
+/* The stream is cut into FIXTURE_APP_BUFFER chunks, each filled 8 bytes (little-endian) at a time. */
+static void fixture_prng_fill(uint64_t *state, uint8_t *buf, size_t size) {
+        for (size_t i = 0; i < size; i += 8) {
+                uint64_t v = htole64(fixture_prng_next(state));
+                memcpy(buf + i, &v, MIN((size_t) 8, size - i));
+        }
+}
+
+static _Noreturn void fixture_app_main(int fd, const FixtureAppSpec *spec, FixtureAppResult *res) {
+        static uint8_t wbuf[FIXTURE_APP_BUFFER], rbuf[FIXTURE_APP_BUFFER];
+        uint64_t state = spec->seed, written = 0, read_total = 0;
+        size_t woff = 0, wlen = 0, chunk;
+        bool writing = spec->write_bytes > 0, reading = true;
+        EVP_MD_CTX *wctx = NULL, *rctx = NULL;
+
+        if (spec->digest) {
+                wctx = EVP_MD_CTX_new();
+                rctx = EVP_MD_CTX_new();
+                if (!wctx || !rctx || EVP_DigestInit_ex(wctx, EVP_sha256(), NULL) != 1 ||
+                    EVP_DigestInit_ex(rctx, EVP_sha256(), NULL) != 1)
+                        _exit(2);
+        } else
+                fixture_prng_fill(&state, wbuf, sizeof(wbuf));
+        chunk = spec->read_chunk > 0 ? MIN(spec->read_chunk, sizeof(rbuf)) : sizeof(rbuf);
+        if (!writing)
+                (void) shutdown(fd, SHUT_WR);
+
+        while (writing || reading) {
+                struct pollfd p = { .fd = fd, .events = (writing ? POLLOUT : 0) | (reading ? POLLIN : 0) };
+                ssize_t n;
+
+                if (poll(&p, 1, -1) < 0) {
+                        if (errno == EINTR)
+                                continue;
+                        res->error = errno;
+                        break;
+                }
+                if (writing && (p.revents & (POLLOUT | POLLERR | POLLHUP))) {
+                        if (woff == wlen) {
+                                wlen = (size_t) MIN((uint64_t) sizeof(wbuf), spec->write_bytes - written);
+                                if (spec->digest)
+                                        fixture_prng_fill(&state, wbuf, wlen);
+                                woff = 0;
+                        }
+                        n = write(fd, wbuf + woff, wlen - woff);
+                        if (n < 0 && errno != EAGAIN) {
+                                res->error = errno;
+                                break;
+                        }
+                        if (n > 0) {
+                                if (wctx)
+                                        (void) EVP_DigestUpdate(wctx, wbuf + woff, (size_t) n);
+                                woff += (size_t) n;
+                                written += (uint64_t) n;
+                                __atomic_store_n(&res->written, written, __ATOMIC_RELAXED);
+                                if (written == spec->write_bytes) {
+                                        (void) shutdown(fd, SHUT_WR);
+                                        writing = false;
+                                }
+                        }
+                }
+                if (reading && (p.revents & (POLLIN | POLLERR | POLLHUP))) {
+                        n = read(fd, rbuf, chunk);
+                        if (n < 0 && errno != EAGAIN) {
+                                res->error = errno;
+                                break;
+                        }
+                        if (n == 0)
+                                reading = false;
+                        if (n > 0) {
+                                if (rctx)
+                                        (void) EVP_DigestUpdate(rctx, rbuf, (size_t) n);
+                                read_total += (uint64_t) n;
+                                __atomic_store_n(&res->read, read_total, __ATOMIC_RELAXED);
+                                if (spec->read_pause > 0)
+                                        (void) usleep(spec->read_pause);
+                        }
+                }
+        }
+        if (spec->digest) {
+                (void) EVP_DigestFinal_ex(wctx, res->written_digest, NULL);
+                (void) EVP_DigestFinal_ex(rctx, res->read_digest, NULL);
+        }
+        EVP_MD_CTX_free(wctx);
+        EVP_MD_CTX_free(rctx);
+        __atomic_store_n(&res->done, true, __ATOMIC_RELEASE);
+        /* _exit(): the parent's atexit handlers (the harness's tmpdir cleanup) are not ours to run. */
+        _exit(res->error != 0 ? 1 : 0);
+}
+
+FixtureAppResult *fixture_app_results_new(size_t n) {
+        FixtureAppResult *r;
+
+        r = mmap(NULL, n * sizeof(FixtureAppResult), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS,
+                 -1, 0);
+        ASSERT_TRUE(r != MAP_FAILED);
+        memset(r, 0, n * sizeof(FixtureAppResult));
+        return r;
+}
+
+void fixture_app_results_free(FixtureAppResult *r, size_t n) {
+        if (r)
+                ASSERT_TRUE(munmap(r, n * sizeof(FixtureAppResult)) == 0);
+}
+
+pid_t fixture_app_spawn(int fd, const FixtureAppSpec *spec, FixtureAppResult *res) {
+        pid_t pid;
+
+        fflush(NULL);
+        pid = fork();
+        ASSERT_TRUE(pid >= 0);
+        if (pid == 0) {
+                (void) prctl(PR_SET_PDEATHSIG, SIGKILL);
+                if (fd > 3)
+                        (void) close_range(3, (unsigned) fd - 1, 0);
+                (void) close_range((unsigned) fd + 1, ~0U, 0);
+                fixture_app_main(fd, spec, res);
+        }
+        close(fd);
+        return pid;
+}
+
+int fixture_app_wait(pid_t pid) {
+        int status;
+
+        while (waitpid(pid, &status, 0) < 0)
+                ASSERT_TRUE(errno == EINTR);
+        return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+void fixture_app_digest(uint64_t size, uint64_t seed, uint8_t ret[static 32]) {
+        static uint8_t buf[FIXTURE_APP_BUFFER];
+        EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+        uint64_t state = seed;
+
+        ASSERT_NOT_NULL(ctx);
+        ASSERT_TRUE(EVP_DigestInit_ex(ctx, EVP_sha256(), NULL) == 1);
+        for (uint64_t done = 0; done < size;) {
+                size_t n = (size_t) MIN((uint64_t) sizeof(buf), size - done);
+
+                fixture_prng_fill(&state, buf, n);
+                ASSERT_TRUE(EVP_DigestUpdate(ctx, buf, n) == 1);
+                done += n;
+        }
+        ASSERT_TRUE(EVP_DigestFinal_ex(ctx, ret, NULL) == 1);
+        EVP_MD_CTX_free(ctx);
 }

@@ -5,6 +5,8 @@
  * TCP socket pairs, and an sd-event loop runner with a deadline so a broken test fails instead of hanging. */
 
 #include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
 #include <systemd/sd-event.h>
 
 #include "crypto-bundle.h"
@@ -47,3 +49,52 @@ int fixture_accept(int listen_fd);
 bool fixture_run_until(sd_event *e, const bool *done, usec_t timeout);
 /* Same with a predicate. */
 bool fixture_run_until_func(sd_event *e, bool (*pred)(void *userdata), void *userdata, usec_t timeout);
+
+/* A loop, a PKI, a connector identity (the TLS server) and a tunneler identity (the TLS client) with
+ * contexts that accept each other. SIGPIPE is ignored, as programs using net-tls must. */
+typedef struct FixtureEnv {
+        sd_event *event;
+        Pki pki;
+        Identity server_id, client_id;
+        TlsContext *server_ctx, *client_ctx;
+} FixtureEnv;
+
+void fixture_env_init(FixtureEnv *env);
+void fixture_env_done(FixtureEnv *env);
+/* Two TLS connections over loopback TCP, handshake completed in env's loop, ready for h2_session_new(). */
+void fixture_env_tls_pair(FixtureEnv *env, TlsConnection **ret_server, TlsConnection **ret_client);
+
+/* A connected loopback TCP pair, both ends non-blocking and close-on-exec. */
+void fixture_tcp_pair(int ret[static 2]);
+
+/* A forked child playing the application at one end of a stream socket: it writes write_bytes of a
+ * deterministic pseudo-random stream (fixture_app_digest() computes its SHA-256 independently), then
+ * shutdown(SHUT_WR), and reads until EOF — both at once, with poll(). Progress and results go to shared
+ * memory, so the parent can watch a writer being held back. The child dies with its parent. */
+typedef struct FixtureAppSpec {
+        uint64_t write_bytes;
+        uint64_t seed;
+        size_t read_chunk;      /* most bytes per read(); 0 for FIXTURE_APP_BUFFER */
+        useconds_t read_pause;  /* sleep after each read: a slow reader */
+        bool digest;            /* hash what is written and read (else the pattern is generated once) */
+} FixtureAppSpec;
+
+typedef struct FixtureAppResult {
+        uint64_t written, read; /* progress, updated as it goes (read with __atomic_load_n) */
+        uint8_t written_digest[32], read_digest[32];
+        int error;              /* errno of a failed read() or write(), else 0 */
+        bool done;
+} FixtureAppResult;
+
+#define FIXTURE_APP_BUFFER (64U * 1024U)
+
+/* n results in shared memory, zeroed. */
+FixtureAppResult *fixture_app_results_new(size_t n);
+void fixture_app_results_free(FixtureAppResult *r, size_t n);
+/* Forks the application on fd; fd is closed in the parent. The child closes every other fd it inherited so
+ * that it cannot keep the parent's sockets open. */
+pid_t fixture_app_spawn(int fd, const FixtureAppSpec *spec, FixtureAppResult *res);
+/* Exit status of the child (128 + signal when killed). */
+int fixture_app_wait(pid_t pid);
+/* SHA-256 of the first size bytes of the stream for seed. */
+void fixture_app_digest(uint64_t size, uint64_t seed, uint8_t ret[static 32]);
