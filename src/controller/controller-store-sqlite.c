@@ -240,6 +240,18 @@ static int step_done(SqliteStore *s, sqlite3_stmt *st) {
         return 0;
 }
 
+/* Steps to the one row a lookup expects: -ENOENT when there is none. */
+static int step_row(SqliteStore *s, sqlite3_stmt *st) {
+        int r;
+
+        r = step(s, st);
+        if (r < 0)
+                return r;
+        if (r == 0)
+                return -ENOENT;
+        return 0;
+}
+
 /* Only for fixed SQL text without values (pragmas, transaction control, migration scripts). */
 static int exec(SqliteStore *s, const char *sql) {
         int rc;
@@ -284,6 +296,16 @@ static int tx_commit(SqliteStore **tx) {
         return 0;
 }
 
+/* The last statement of a write transaction: runs it to completion, then commits. */
+static int step_done_commit(SqliteStore *s, sqlite3_stmt *st, SqliteStore **tx) {
+        int r;
+
+        r = step_done(s, st);
+        if (r < 0)
+                return r;
+        return tx_commit(tx);
+}
+
 /* Parameters. Bound values must outlive the step that uses them; every caller steps before returning. */
 
 static int bind_text(sqlite3_stmt *st, int i, const char *s) {
@@ -302,6 +324,20 @@ static int bind_time(sqlite3_stmt *st, int i, usec_t t) {
 /* Optional times: 0 ("never") is stored as NULL. */
 static int bind_time_or_null(sqlite3_stmt *st, int i, usec_t t) {
         return t != 0 ? bind_time(st, i, t) : sqlite3_bind_null(st, i);
+}
+
+/* Prepares sql, whose only parameter ?1 is the text key (the common lookup by name or id). */
+static int prepare_text(SqliteStore *s, const char *sql, const char *key, sqlite3_stmt **ret) {
+        _cleanup_(sqlite3_finalizep) sqlite3_stmt *st = NULL;
+        int r;
+
+        r = prepare(s, sql, &st);
+        if (r < 0)
+                return r;
+        if (bind_text(st, 1, key) != SQLITE_OK)
+                return sqlite_bind_error(s);
+        *ret = TAKE_PTR(st);
+        return 0;
 }
 
 /* Token ids are stored as lower-case hex. */
@@ -690,16 +726,12 @@ static int sqlite_meta_get(Store *store, const char *key, char **ret) {
         SqliteStore *s = SQLITE_STORE(store);
         int r;
 
-        r = prepare(s, "SELECT value FROM meta WHERE key = ?1", &st);
+        r = prepare_text(s, "SELECT value FROM meta WHERE key = ?1", key, &st);
         if (r < 0)
                 return r;
-        if (bind_text(st, 1, key) != SQLITE_OK)
-                return sqlite_bind_error(s);
-        r = step(s, st);
+        r = step_row(s, st);
         if (r < 0)
                 return r;
-        if (r == 0)
-                return -ENOENT;
         return column_text(st, 0, true, ret);
 }
 
@@ -728,11 +760,9 @@ static int strv_load(SqliteStore *s, const char *sql, const char *key, size_t ma
         size_t n = 0;
         int r;
 
-        r = prepare(s, sql, &st);
+        r = prepare_text(s, sql, key, &st);
         if (r < 0)
                 return r;
-        if (bind_text(st, 1, key) != SQLITE_OK)
-                return sqlite_bind_error(s);
         for (;;) {
                 _cleanup_free_ char *a = NULL, *b = NULL;
 
@@ -793,6 +823,68 @@ static int strv_store(SqliteStore *s, const char *sql, const char *key, char *co
         return 0;
 }
 
+/* Listings */
+
+/* How query_list() makes and frees the elements of one kind of list (an array of pointers). The functions
+ * take void pointers so that one loop serves every kind; DEFINE_ROW_LIST() writes the typed adapters, so
+ * that nothing is called through a function pointer of another type. */
+typedef struct RowList {
+        size_t element_size;
+        int (*from_row)(SqliteStore *s, sqlite3_stmt *st, void *ret_element);
+        void (*array_free)(void *array, size_t n);
+} RowList;
+
+#define DEFINE_ROW_LIST(name, type, from_row_func, array_free_func)                                      \
+        static int name##_from_row_any(SqliteStore *s, sqlite3_stmt *st, void *ret_element) {           \
+                return from_row_func(s, st, (type **) ret_element);                                     \
+        }                                                                                               \
+        static void name##_array_free_any(void *array, size_t n) {                                      \
+                array_free_func((type **) array, n);                                                    \
+        }                                                                                               \
+        static const RowList name = {                                                                   \
+                .element_size = sizeof(type *),                                                         \
+                .from_row = name##_from_row_any,                                                        \
+                .array_free = name##_array_free_any,                                                    \
+        }
+
+/* Steps st to its end, making one element per row; more than max rows is -EIO. With tx, the snapshot the
+ * rows were read in is committed before the list is handed out. On failure what was made is freed and
+ * *ret is untouched. */
+static int query_list(SqliteStore *s, sqlite3_stmt *st, const RowList *kind, size_t max, SqliteStore **tx,
+                      void **ret, size_t *ret_n) {
+        void *a = NULL;
+        size_t n = 0, allocated = 0;
+        int r;
+
+        for (;;) {
+                r = step(s, st);
+                if (r <= 0)
+                        break;
+                if (n >= max) {
+                        r = -EIO;
+                        break;
+                }
+                r = store_array_grow(&a, &allocated, n, kind->element_size);
+                if (r < 0)
+                        break;
+                r = kind->from_row(s, st, (uint8_t *) a + n * kind->element_size);
+                if (r < 0)
+                        break;
+                n++;
+        }
+        if (r >= 0 && tx) {
+                sqlite3_reset(st);
+                r = tx_commit(tx);
+        }
+        if (r < 0) {
+                kind->array_free(a, n);
+                return r;
+        }
+        *ret = a;
+        *ret_n = n;
+        return 0;
+}
+
 /* Tokens */
 
 #define TOKEN_COLUMNS                                                                                     \
@@ -833,16 +925,13 @@ static int token_load(SqliteStore *s, const uint8_t id[TOKEN_ID_SIZE], StoreToke
         char hex[TOKEN_ID_HEX_SIZE];
         int r;
 
-        r = prepare(s, "SELECT " TOKEN_COLUMNS " FROM tokens WHERE id = ?1", &st);
+        r = prepare_text(s, "SELECT " TOKEN_COLUMNS " FROM tokens WHERE id = ?1", token_id_hex(id, hex),
+                         &st);
         if (r < 0)
                 return r;
-        if (bind_text(st, 1, token_id_hex(id, hex)) != SQLITE_OK)
-                return sqlite_bind_error(s);
-        r = step(s, st);
+        r = step_row(s, st);
         if (r < 0)
                 return r;
-        if (r == 0)
-                return -ENOENT;
         return token_from_row(s, st, ret);
 }
 
@@ -899,12 +988,12 @@ static int sqlite_token_get(Store *store, const uint8_t id[TOKEN_ID_SIZE], Store
         return 0;
 }
 
+DEFINE_ROW_LIST(token_rows, StoreToken, token_from_row, store_token_array_free);
+
 static int sqlite_token_list(Store *store, StoreToken ***ret, size_t *ret_n) {
         _cleanup_(tx_rollbackp) SqliteStore *tx = NULL;
         _cleanup_(sqlite3_finalizep) sqlite3_stmt *st = NULL;
         SqliteStore *s = SQLITE_STORE(store);
-        StoreToken **a = NULL;
-        size_t n = 0, allocated = 0;
         int r;
 
         r = tx_begin(s, false, &tx);
@@ -913,29 +1002,7 @@ static int sqlite_token_list(Store *store, StoreToken ***ret, size_t *ret_n) {
         r = prepare(s, "SELECT " TOKEN_COLUMNS " FROM tokens ORDER BY created_at, id", &st);
         if (r < 0)
                 return r;
-        for (;;) {
-                r = step(s, st);
-                if (r <= 0)
-                        break;
-                r = store_array_grow((void **) &a, &allocated, n, sizeof(*a));
-                if (r < 0)
-                        break;
-                r = token_from_row(s, st, &a[n]);
-                if (r < 0)
-                        break;
-                n++;
-        }
-        if (r >= 0) {
-                sqlite3_reset(st);
-                r = tx_commit(&tx);
-        }
-        if (r < 0) {
-                store_token_array_free(a, n);
-                return r;
-        }
-        *ret = a;
-        *ret_n = n;
-        return 0;
+        return query_list(s, st, &token_rows, SIZE_MAX, &tx, (void **) ret, ret_n);
 }
 
 static int sqlite_token_revoke(Store *store, const uint8_t id[TOKEN_ID_SIZE], usec_t now) {
@@ -959,10 +1026,7 @@ static int sqlite_token_revoke(Store *store, const uint8_t id[TOKEN_ID_SIZE], us
                 return r;
         if (bind_time(st, 1, now) != SQLITE_OK || bind_text(st, 2, token_id_hex(id, hex)) != SQLITE_OK)
                 return sqlite_bind_error(s);
-        r = step_done(s, st);
-        if (r < 0)
-                return r;
-        return tx_commit(&tx);
+        return step_done_commit(s, st, &tx);
 }
 
 /* Agents */
@@ -1011,16 +1075,12 @@ static int agent_load(SqliteStore *s, const char *spiffe_id, StoreAgent **ret) {
         _cleanup_(sqlite3_finalizep) sqlite3_stmt *st = NULL;
         int r;
 
-        r = prepare(s, "SELECT " AGENT_COLUMNS " FROM agents WHERE spiffe_id = ?1", &st);
+        r = prepare_text(s, "SELECT " AGENT_COLUMNS " FROM agents WHERE spiffe_id = ?1", spiffe_id, &st);
         if (r < 0)
                 return r;
-        if (bind_text(st, 1, spiffe_id) != SQLITE_OK)
-                return sqlite_bind_error(s);
-        r = step(s, st);
+        r = step_row(s, st);
         if (r < 0)
                 return r;
-        if (r == 0)
-                return -ENOENT;
         return agent_from_row(s, st, ret);
 }
 
@@ -1029,16 +1089,12 @@ static int agent_revoked_at(SqliteStore *s, const char *spiffe_id, usec_t *ret_r
         _cleanup_(sqlite3_finalizep) sqlite3_stmt *st = NULL;
         int r;
 
-        r = prepare(s, "SELECT revoked_at FROM agents WHERE spiffe_id = ?1", &st);
+        r = prepare_text(s, "SELECT revoked_at FROM agents WHERE spiffe_id = ?1", spiffe_id, &st);
         if (r < 0)
                 return r;
-        if (bind_text(st, 1, spiffe_id) != SQLITE_OK)
-                return sqlite_bind_error(s);
-        r = step(s, st);
+        r = step_row(s, st);
         if (r < 0)
                 return r;
-        if (r == 0)
-                return -ENOENT;
         return column_time(st, 0, false, ret_revoked_at);
 }
 
@@ -1047,11 +1103,9 @@ static int agent_delete(SqliteStore *s, const char *spiffe_id) {
         int r;
 
         /* Groups and labels go with it (ON DELETE CASCADE). */
-        r = prepare(s, "DELETE FROM agents WHERE spiffe_id = ?1", &st);
+        r = prepare_text(s, "DELETE FROM agents WHERE spiffe_id = ?1", spiffe_id, &st);
         if (r < 0)
                 return r;
-        if (bind_text(st, 1, spiffe_id) != SQLITE_OK)
-                return sqlite_bind_error(s);
         return step_done(s, st);
 }
 
@@ -1186,12 +1240,12 @@ static int sqlite_agent_get(Store *store, const char *spiffe_id, StoreAgent **re
         return 0;
 }
 
+DEFINE_ROW_LIST(agent_rows, StoreAgent, agent_from_row, store_agent_array_free);
+
 static int sqlite_agent_list(Store *store, SpiffeRole role, StoreAgent ***ret, size_t *ret_n) {
         _cleanup_(tx_rollbackp) SqliteStore *tx = NULL;
         _cleanup_(sqlite3_finalizep) sqlite3_stmt *st = NULL;
         SqliteStore *s = SQLITE_STORE(store);
-        StoreAgent **a = NULL;
-        size_t n = 0, allocated = 0;
         int r;
 
         r = tx_begin(s, false, &tx);
@@ -1200,35 +1254,12 @@ static int sqlite_agent_list(Store *store, SpiffeRole role, StoreAgent ***ret, s
         if (role == _SPIFFE_ROLE_INVALID)
                 r = prepare(s, "SELECT " AGENT_COLUMNS " FROM agents ORDER BY spiffe_id", &st);
         else
-                r = prepare(s, "SELECT " AGENT_COLUMNS " FROM agents WHERE role = ?1 ORDER BY spiffe_id",
-                            &st);
+                r = prepare_text(s,
+                                 "SELECT " AGENT_COLUMNS " FROM agents WHERE role = ?1 ORDER BY spiffe_id",
+                                 spiffe_role_to_string(role), &st);
         if (r < 0)
                 return r;
-        if (role != _SPIFFE_ROLE_INVALID && bind_text(st, 1, spiffe_role_to_string(role)) != SQLITE_OK)
-                return sqlite_bind_error(s);
-        for (;;) {
-                r = step(s, st);
-                if (r <= 0)
-                        break;
-                r = store_array_grow((void **) &a, &allocated, n, sizeof(*a));
-                if (r < 0)
-                        break;
-                r = agent_from_row(s, st, &a[n]);
-                if (r < 0)
-                        break;
-                n++;
-        }
-        if (r >= 0) {
-                sqlite3_reset(st);
-                r = tx_commit(&tx);
-        }
-        if (r < 0) {
-                store_agent_array_free(a, n);
-                return r;
-        }
-        *ret = a;
-        *ret_n = n;
-        return 0;
+        return query_list(s, st, &agent_rows, SIZE_MAX, &tx, (void **) ret, ret_n);
 }
 
 static int sqlite_agent_update_certificate(Store *store, const char *spiffe_id, const uint8_t *public_key,
@@ -1259,10 +1290,7 @@ static int sqlite_agent_update_certificate(Store *store, const char *spiffe_id, 
             bind_text(st, 2, cert_serial) != SQLITE_OK || bind_time(st, 3, cert_not_after) != SQLITE_OK ||
             bind_text(st, 4, spiffe_id) != SQLITE_OK)
                 return sqlite_bind_error(s);
-        r = step_done(s, st);
-        if (r < 0)
-                return r;
-        return tx_commit(&tx);
+        return step_done_commit(s, st, &tx);
 }
 
 static int sqlite_agent_revoke(Store *store, const char *spiffe_id, const char *reason, usec_t now) {
@@ -1286,10 +1314,7 @@ static int sqlite_agent_revoke(Store *store, const char *spiffe_id, const char *
         if (bind_time(st, 1, now) != SQLITE_OK || bind_text(st, 2, reason) != SQLITE_OK ||
             bind_text(st, 3, spiffe_id) != SQLITE_OK)
                 return sqlite_bind_error(s);
-        r = step_done(s, st);
-        if (r < 0)
-                return r;
-        return tx_commit(&tx);
+        return step_done_commit(s, st, &tx);
 }
 
 static int sqlite_agents_touch(Store *store, const StoreHeartbeat *hb, size_t n) {
@@ -1344,15 +1369,20 @@ static int ca_state(SqliteStore *s, const uint8_t fingerprint[32], StoreCaState 
                 return r;
         if (bind_blob(st, 1, fingerprint, 32) != SQLITE_OK)
                 return sqlite_bind_error(s);
-        r = step(s, st);
+        r = step_row(s, st);
         if (r < 0)
                 return r;
-        if (r == 0)
-                return -ENOENT;
         r = column_enum(st, 0, ca_state_from_string, &state);
         if (r < 0)
                 return r;
         *ret = state;
+        return 0;
+}
+
+static int ca_check_transition(StoreCaState current, StoreCaState next) {
+        if (!store_ca_state_transition_is_valid(current, next))
+                return log_debug_errno(EINVAL, "SQLite: CA state cannot go back from %s to %s.",
+                                       store_ca_state_to_string(current), store_ca_state_to_string(next));
         return 0;
 }
 
@@ -1371,10 +1401,11 @@ static int sqlite_ca_put(Store *store, const StoreCa *ca) {
         r = ca_state(s, ca->fingerprint, &current);
         if (r < 0 && r != -ENOENT)
                 return r;
-        if (r >= 0 && !store_ca_state_transition_is_valid(current, ca->state))
-                return log_debug_errno(EINVAL, "SQLite: CA state cannot go back from %s to %s.",
-                                       store_ca_state_to_string(current),
-                                       store_ca_state_to_string(ca->state));
+        if (r >= 0) {
+                r = ca_check_transition(current, ca->state);
+                if (r < 0)
+                        return r;
+        }
 
         r = prepare(s,
                     "INSERT INTO cas (" CA_COLUMNS ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) "
@@ -1395,13 +1426,10 @@ static int sqlite_ca_put(Store *store, const StoreCa *ca) {
             bind_time(st, 7, ca->not_before) != SQLITE_OK || bind_time(st, 8, ca->not_after) != SQLITE_OK ||
             bind_time(st, 9, ca->created_at) != SQLITE_OK)
                 return sqlite_bind_error(s);
-        r = step_done(s, st);
-        if (r < 0)
-                return r;
-        return tx_commit(&tx);
+        return step_done_commit(s, st, &tx);
 }
 
-static int ca_from_row(sqlite3_stmt *st, StoreCa **ret) {
+static int ca_from_row(SqliteStore *s, sqlite3_stmt *st, StoreCa **ret) {
         _cleanup_(store_ca_freep) StoreCa *c = NULL;
         int kind = 0, state = 0, r;
 
@@ -1424,35 +1452,17 @@ static int ca_from_row(sqlite3_stmt *st, StoreCa **ret) {
         return 0;
 }
 
+DEFINE_ROW_LIST(ca_rows, StoreCa, ca_from_row, store_ca_array_free);
+
 static int sqlite_ca_list(Store *store, StoreCa ***ret, size_t *ret_n) {
         _cleanup_(sqlite3_finalizep) sqlite3_stmt *st = NULL;
         SqliteStore *s = SQLITE_STORE(store);
-        StoreCa **a = NULL;
-        size_t n = 0, allocated = 0;
         int r;
 
         r = prepare(s, "SELECT " CA_COLUMNS " FROM cas ORDER BY created_at, fingerprint", &st);
         if (r < 0)
                 return r;
-        for (;;) {
-                r = step(s, st);
-                if (r <= 0)
-                        break;
-                r = store_array_grow((void **) &a, &allocated, n, sizeof(*a));
-                if (r < 0)
-                        break;
-                r = ca_from_row(st, &a[n]);
-                if (r < 0)
-                        break;
-                n++;
-        }
-        if (r < 0) {
-                store_ca_array_free(a, n);
-                return r;
-        }
-        *ret = a;
-        *ret_n = n;
-        return 0;
+        return query_list(s, st, &ca_rows, SIZE_MAX, NULL, (void **) ret, ret_n);
 }
 
 static int sqlite_ca_set_state(Store *store, const uint8_t fingerprint[32], StoreCaState state) {
@@ -1468,19 +1478,16 @@ static int sqlite_ca_set_state(Store *store, const uint8_t fingerprint[32], Stor
         r = ca_state(s, fingerprint, &current);
         if (r < 0)
                 return r;
-        if (!store_ca_state_transition_is_valid(current, state))
-                return log_debug_errno(EINVAL, "SQLite: CA state cannot go back from %s to %s.",
-                                       store_ca_state_to_string(current), store_ca_state_to_string(state));
+        r = ca_check_transition(current, state);
+        if (r < 0)
+                return r;
         r = prepare(s, "UPDATE cas SET state = ?1 WHERE fingerprint = ?2", &st);
         if (r < 0)
                 return r;
         if (bind_text(st, 1, store_ca_state_to_string(state)) != SQLITE_OK ||
             bind_blob(st, 2, fingerprint, 32) != SQLITE_OK)
                 return sqlite_bind_error(s);
-        r = step_done(s, st);
-        if (r < 0)
-                return r;
-        return tx_commit(&tx);
+        return step_done_commit(s, st, &tx);
 }
 
 /* Audit */
@@ -1516,7 +1523,7 @@ static int sqlite_audit_append(Store *store, const StoreAuditEvent *e, int64_t *
         return 0;
 }
 
-static int audit_from_row(sqlite3_stmt *st, StoreAuditEvent **ret) {
+static int audit_from_row(SqliteStore *s, sqlite3_stmt *st, StoreAuditEvent **ret) {
         _cleanup_(store_audit_event_freep) StoreAuditEvent *e = NULL;
         int r;
 
@@ -1541,11 +1548,11 @@ static int param(sqlite3_stmt *st, const char *name) {
         return sqlite3_bind_parameter_index(st, name);
 }
 
+DEFINE_ROW_LIST(audit_rows, StoreAuditEvent, audit_from_row, store_audit_event_array_free);
+
 static int sqlite_audit_list(Store *store, const StoreAuditFilter *f, StoreAuditEvent ***ret, size_t *ret_n) {
         _cleanup_(sqlite3_finalizep) sqlite3_stmt *st = NULL;
         SqliteStore *s = SQLITE_STORE(store);
-        StoreAuditEvent **a = NULL;
-        size_t n = 0, allocated = 0;
         char sql[AUDIT_SQL_MAX];
         int r;
 
@@ -1572,29 +1579,7 @@ static int sqlite_audit_list(Store *store, const StoreAuditFilter *f, StoreAudit
             sqlite3_bind_int64(st, param(st, ":limit"), (sqlite3_int64) f->limit) != SQLITE_OK)
                 return sqlite_bind_error(s);
 
-        for (;;) {
-                r = step(s, st);
-                if (r <= 0)
-                        break;
-                if (n >= f->limit) {
-                        r = -EIO;
-                        break;
-                }
-                r = store_array_grow((void **) &a, &allocated, n, sizeof(*a));
-                if (r < 0)
-                        break;
-                r = audit_from_row(st, &a[n]);
-                if (r < 0)
-                        break;
-                n++;
-        }
-        if (r < 0) {
-                store_audit_event_array_free(a, n);
-                return r;
-        }
-        *ret = a;
-        *ret_n = n;
-        return 0;
+        return query_list(s, st, &audit_rows, f->limit, NULL, (void **) ret, ret_n);
 }
 
 /* Integrity */

@@ -438,17 +438,16 @@ static int ca_new_with(X509 *cert, EVP_PKEY *key, STACK_OF(X509) *chain, const c
         return 0;
 }
 
-int ca_new_root(const char *trust_domain, KeyType type, usec_t lifetime, usec_t now_usec,
-                CertificateAuthority **ret) {
+/* A new CA with a fresh key for trust_domain: self-signed when issuer is NULL, else certified by it. */
+static int ca_new_generated(const CertificateAuthority *issuer, const char *trust_domain, KeyType type,
+                            const char *common_name, CaProfile profile, usec_t lifetime, usec_t now_usec,
+                            CertificateAuthority **ret) {
         _cleanup_(spiffe_id_freep) SpiffeId *td = NULL;
         _cleanup_(GENERAL_NAMES_freep) GENERAL_NAMES *sans = NULL;
         _cleanup_(X509_NAME_freep) X509_NAME *name = NULL;
         _cleanup_(EVP_PKEY_freep) EVP_PKEY *key = NULL;
         _cleanup_(X509_freep) X509 *cert = NULL;
         int r;
-
-        assert(trust_domain);
-        assert(ret);
 
         if (lifetime < USEC_PER_SEC)
                 return -EINVAL;
@@ -461,18 +460,28 @@ int ca_new_root(const char *trust_domain, KeyType type, usec_t lifetime, usec_t 
         if (r < 0)
                 return r;
 
-        r = ca_make_name("ztna root CA", td->trust_domain, &name);
+        r = ca_make_name(common_name, td->trust_domain, &name);
         if (r < 0)
                 return r;
         r = ca_trust_domain_sans(td->uri, &sans);
         if (r < 0)
                 return r;
 
-        r = ca_build_certificate(NULL, key, key, name, CA_PROFILE_ROOT, sans, lifetime, now_usec, &cert);
+        r = ca_build_certificate(issuer ? issuer->certificate : NULL, issuer ? issuer->key : key, key, name,
+                                 profile, sans, lifetime, now_usec, &cert);
         if (r < 0)
                 return r;
 
         return ca_new_with(cert, key, NULL, td->trust_domain, ret);
+}
+
+int ca_new_root(const char *trust_domain, KeyType type, usec_t lifetime, usec_t now_usec,
+                CertificateAuthority **ret) {
+        assert(trust_domain);
+        assert(ret);
+
+        return ca_new_generated(NULL, trust_domain, type, "ztna root CA", CA_PROFILE_ROOT, lifetime,
+                                now_usec, ret);
 }
 
 static bool ca_is_root(const CertificateAuthority *ca) {
@@ -481,43 +490,15 @@ static bool ca_is_root(const CertificateAuthority *ca) {
 
 int ca_new_issuing(const CertificateAuthority *root, KeyType type, usec_t lifetime, usec_t now_usec,
                    CertificateAuthority **ret) {
-        _cleanup_(spiffe_id_freep) SpiffeId *td = NULL;
-        _cleanup_(GENERAL_NAMES_freep) GENERAL_NAMES *sans = NULL;
-        _cleanup_(X509_NAME_freep) X509_NAME *name = NULL;
-        _cleanup_(EVP_PKEY_freep) EVP_PKEY *key = NULL;
-        _cleanup_(X509_freep) X509 *cert = NULL;
-        int r;
-
         assert(root);
         assert(ret);
 
         /* A root with pathlen:0 may not certify another CA. */
         if (!ca_is_root(root) || X509_get_pathlen(root->certificate) == 0)
                 return -EINVAL;
-        if (lifetime < USEC_PER_SEC)
-                return -EINVAL;
 
-        r = spiffe_id_new_trust_domain(root->trust_domain, &td);
-        if (r < 0)
-                return r;
-
-        r = crypto_key_generate(type, &key);
-        if (r < 0)
-                return r;
-
-        r = ca_make_name("ztna issuing CA", td->trust_domain, &name);
-        if (r < 0)
-                return r;
-        r = ca_trust_domain_sans(td->uri, &sans);
-        if (r < 0)
-                return r;
-
-        r = ca_build_certificate(root->certificate, root->key, key, name, CA_PROFILE_ISSUING, sans, lifetime,
-                                 now_usec, &cert);
-        if (r < 0)
-                return r;
-
-        return ca_new_with(cert, key, NULL, td->trust_domain, ret);
+        return ca_new_generated(root, root->trust_domain, type, "ztna issuing CA", CA_PROFILE_ISSUING,
+                                lifetime, now_usec, ret);
 }
 
 /* The trust domain named by the certificate's only URI SAN, which must be a trust-domain ID. */

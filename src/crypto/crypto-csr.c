@@ -89,29 +89,14 @@ int crypto_csr_new(EVP_PKEY *key, const SpiffeId *id, X509_REQ **ret) {
         return 0;
 }
 
-int crypto_csr_to_der(X509_REQ *req, uint8_t **ret, size_t *ret_size) {
-        uint8_t *buf, *p;
-        int len;
+DEFINE_CRYPTO_I2D_FUNC(X509_REQ, i2d_X509_REQ);
 
+int crypto_csr_to_der(X509_REQ *req, uint8_t **ret, size_t *ret_size) {
         assert(req);
         assert(ret);
         assert(ret_size);
 
-        len = i2d_X509_REQ(req, NULL);
-        if (len <= 0)
-                return crypto_error(EIO, "Failed to encode CSR");
-        buf = malloc(len);
-        if (!buf)
-                return -ENOMEM;
-        p = buf;
-        if (i2d_X509_REQ(req, &p) != len) {
-                free(buf);
-                return crypto_error(EIO, "Failed to encode CSR");
-        }
-
-        *ret = buf;
-        *ret_size = len;
-        return 0;
+        return crypto_i2d_to_buffer(i2d_X509_REQ_any, req, false, "Failed to encode CSR", ret, ret_size);
 }
 
 int crypto_csr_to_pem(X509_REQ *req, char **ret, size_t *ret_size) {

@@ -114,10 +114,10 @@ static int key_check_pair(EVP_PKEY *key) {
         return 0;
 }
 
+DEFINE_CRYPTO_I2D_FUNC(PKCS8_PRIV_KEY_INFO, i2d_PKCS8_PRIV_KEY_INFO);
+
 int crypto_key_to_pkcs8_der(EVP_PKEY *key, uint8_t **ret, size_t *ret_size) {
         _cleanup_(PKCS8_PRIV_KEY_INFO_freep) PKCS8_PRIV_KEY_INFO *p8 = NULL;
-        uint8_t *buf, *p;
-        int len;
 
         assert(key);
         assert(ret);
@@ -132,23 +132,10 @@ int crypto_key_to_pkcs8_der(EVP_PKEY *key, uint8_t **ret, size_t *ret_size) {
         if (!p8)
                 return crypto_error(EIO, "Failed to convert key to PKCS#8");
 
-        len = i2d_PKCS8_PRIV_KEY_INFO(p8, NULL);
-        if (len <= 0)
-                return crypto_error(EIO, "Failed to encode PKCS#8");
-
-        /* Encode straight into our own buffer so that no OpenSSL-owned copy of the key is left behind. */
-        buf = malloc(len);
-        if (!buf)
-                return -ENOMEM;
-        p = buf;
-        if (i2d_PKCS8_PRIV_KEY_INFO(p8, &p) != len) {
-                crypto_erase_and_free(buf, len);
-                return crypto_error(EIO, "Failed to encode PKCS#8");
-        }
-
-        *ret = buf;
-        *ret_size = len;
-        return 0;
+        /* Encoded straight into our own buffer (wiped on failure), so that no OpenSSL-owned copy of the
+         * key is left behind. */
+        return crypto_i2d_to_buffer(i2d_PKCS8_PRIV_KEY_INFO_any, p8, true, "Failed to encode PKCS#8", ret,
+                                    ret_size);
 }
 
 int crypto_key_to_pkcs8_pem(EVP_PKEY *key, char **ret, size_t *ret_size) {
@@ -329,30 +316,15 @@ int crypto_key_from_pkcs8_pem(const char *pem, size_t size, EVP_PKEY **ret) {
         return r;
 }
 
-int crypto_key_public_to_der(EVP_PKEY *key, uint8_t **ret, size_t *ret_size) {
-        uint8_t *buf, *p;
-        int len;
+DEFINE_CRYPTO_I2D_FUNC(EVP_PKEY, i2d_PUBKEY);
 
+int crypto_key_public_to_der(EVP_PKEY *key, uint8_t **ret, size_t *ret_size) {
         assert(key);
         assert(ret);
         assert(ret_size);
 
-        len = i2d_PUBKEY(key, NULL);
-        if (len <= 0)
-                return crypto_error(EIO, "Failed to encode public key");
-
-        buf = malloc(len);
-        if (!buf)
-                return -ENOMEM;
-        p = buf;
-        if (i2d_PUBKEY(key, &p) != len) {
-                free(buf);
-                return crypto_error(EIO, "Failed to encode public key");
-        }
-
-        *ret = buf;
-        *ret_size = len;
-        return 0;
+        return crypto_i2d_to_buffer(i2d_PUBKEY_any, key, false, "Failed to encode public key", ret,
+                                    ret_size);
 }
 
 int crypto_key_public_from_der(const void *der, size_t size, EVP_PKEY **ret) {

@@ -1,6 +1,8 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 
+#include <assert.h>
 #include <errno.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <openssl/crypto.h>
@@ -61,4 +63,34 @@ void *crypto_erase_and_free(void *p, size_t n) {
                 OPENSSL_cleanse(p, n);
         free(p);
         return NULL;
+}
+
+int crypto_i2d_to_buffer(CryptoI2dFunc i2d, const void *obj, bool secret, const char *what, uint8_t **ret,
+                         size_t *ret_size) {
+        uint8_t *buf, *p;
+        int len;
+
+        assert(i2d);
+        assert(obj);
+        assert(ret);
+        assert(ret_size);
+
+        len = i2d(obj, NULL);
+        if (len <= 0)
+                return crypto_error(EIO, what);
+        buf = malloc(len);
+        if (!buf)
+                return -ENOMEM;
+        p = buf;
+        if (i2d(obj, &p) != len) {
+                if (secret)
+                        crypto_erase_and_free(buf, len);
+                else
+                        free(buf);
+                return crypto_error(EIO, what);
+        }
+
+        *ret = buf;
+        *ret_size = len;
+        return 0;
 }

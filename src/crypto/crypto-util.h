@@ -68,3 +68,19 @@ int crypto_sha256(const void *p, size_t n, uint8_t ret[static 32]);
 void *crypto_erase_and_free(void *p, size_t n);
 
 #define SHA256_DIGEST_SIZE 32
+
+/* An OpenSSL i2d_*() encoder with the object type erased, so that one function can drive them all. Make
+ * one per type with DEFINE_CRYPTO_I2D_FUNC() rather than casting the function pointer: calling through an
+ * incompatible pointer type is undefined. */
+typedef int (*CryptoI2dFunc)(const void *obj, unsigned char **out);
+
+#define DEFINE_CRYPTO_I2D_FUNC(type, i2d)                                       \
+        static inline int i2d##_any(const void *obj, unsigned char **out) {     \
+                return i2d((const type *) obj, out);                            \
+        }
+
+/* DER-encodes obj into a buffer of our own (malloc, not OpenSSL's allocator), checking that the sizing
+ * pass and the encoding pass agree. With secret, the buffer is wiped before it is freed on failure, and
+ * nothing OpenSSL-owned holds a copy. what names the object in the error. */
+int crypto_i2d_to_buffer(CryptoI2dFunc i2d, const void *obj, bool secret, const char *what, uint8_t **ret,
+                         size_t *ret_size);

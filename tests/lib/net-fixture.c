@@ -7,7 +7,9 @@
 #include <netinet/in.h>
 #include <openssl/evp.h>
 #include <poll.h>
+#include <stdio.h>
 #include <signal.h>
+#include <string.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
@@ -145,15 +147,69 @@ bool fixture_run_until_func(sd_event *e, bool (*pred)(void *userdata), void *use
         return true;
 }
 
-void fixture_env_init(FixtureEnv *env) {
+static void fixture_handshake_done(TlsConnection *c, int error, void *userdata) {
+        FixtureHandshake *h = userdata;
+
+        h->done = true;
+        h->result = error;
+        snprintf(h->reason, sizeof(h->reason), "%s", strempty(tls_connection_get_error_reason(c)));
+        if (error == 0 && tls_connection_get_peer_id(c))
+                snprintf(h->peer, sizeof(h->peer), "%s", tls_connection_get_peer_id(c)->uri);
+}
+
+static void fixture_handshake_io(TlsConnection *c, void *userdata) {
+        /* Nobody reads application data yet: stop being woken until the next owner takes over. */
+        (void) tls_connection_set_interest(c, false, false);
+}
+
+const TlsConnectionCallbacks fixture_handshake_callbacks = {
+        .on_handshake = fixture_handshake_done,
+        .on_io = fixture_handshake_io,
+};
+
+static bool fixture_handshakes_done(void *userdata) {
+        FixtureHandshake *h = userdata;
+
+        return h[0].done && h[1].done;
+}
+
+void fixture_tls_handshake(sd_event *e, TlsContext *server_ctx, TlsContext *client_ctx,
+                           FixtureHandshake h[static 2]) {
+        uint16_t port;
+        int lfd, cfd, afd;
+
+        memset(h, 0, 2 * sizeof(FixtureHandshake));
+        lfd = fixture_listen(&port);
+        cfd = fixture_connect(port);
+        afd = fixture_accept(lfd);
+        close(lfd);
+        ASSERT_OK(tls_connection_new(server_ctx, e, afd, &fixture_handshake_callbacks, &h[0], &h[0].conn));
+        ASSERT_OK(tls_connection_new(client_ctx, e, cfd, &fixture_handshake_callbacks, &h[1], &h[1].conn));
+        ASSERT_TRUE(fixture_run_until_func(e, fixture_handshakes_done, h, 10 * USEC_PER_SEC));
+}
+
+void fixture_env_init_with(FixtureEnv *env, const FixtureEnvParams *params) {
         *env = (FixtureEnv) {};
         (void) signal(SIGPIPE, SIG_IGN);
         ASSERT_OK(sd_event_new(&env->event));
         pki_init(&env->pki, FIXTURE_TRUST_DOMAIN);
-        pki_issue(&env->pki, SPIFFE_ROLE_CONNECTOR, "conn-1", 0, USEC_PER_HOUR, &env->server_id);
+        pki_issue(&env->pki, params->server_role, params->server_name, 0, USEC_PER_HOUR, &env->server_id);
         pki_issue(&env->pki, SPIFFE_ROLE_TUNNELER, "tun-1", 0, USEC_PER_HOUR, &env->client_id);
-        env->server_ctx = fixture_server_context(&env->pki, &env->server_id, SPIFFE_ROLE_TUNNELER);
-        env->client_ctx = fixture_client_context(&env->pki, &env->client_id, SPIFFE_ROLE_CONNECTOR);
+        env->server_ctx = fixture_server_context(&env->pki, &env->server_id, params->server_peer_role);
+        if (params->client_certificate_optional)
+                ASSERT_OK(tls_context_set_client_certificate_required(env->server_ctx, false));
+        env->client_ctx = fixture_client_context(&env->pki,
+                                                 params->client_anonymous ? NULL : &env->client_id,
+                                                 params->client_peer_role);
+}
+
+void fixture_env_init(FixtureEnv *env) {
+        fixture_env_init_with(env, &(const FixtureEnvParams) {
+                .server_role = SPIFFE_ROLE_CONNECTOR,
+                .server_name = "conn-1",
+                .server_peer_role = SPIFFE_ROLE_TUNNELER,
+                .client_peer_role = SPIFFE_ROLE_CONNECTOR,
+        });
 }
 
 void fixture_env_done(FixtureEnv *env) {
@@ -166,48 +222,10 @@ void fixture_env_done(FixtureEnv *env) {
         *env = (FixtureEnv) {};
 }
 
-typedef struct FixtureHandshake {
-        TlsConnection *conn;
-        bool done;
-        int result;
-} FixtureHandshake;
-
-static void fixture_handshake_done(TlsConnection *c, int error, void *userdata) {
-        FixtureHandshake *h = userdata;
-
-        h->done = true;
-        h->result = error;
-}
-
-static void fixture_handshake_io(TlsConnection *c, void *userdata) {
-        /* Nobody reads application data yet: stop being woken until the next owner takes over. */
-        (void) tls_connection_set_interest(c, false, false);
-}
-
-static const TlsConnectionCallbacks fixture_handshake_callbacks = {
-        .on_handshake = fixture_handshake_done,
-        .on_io = fixture_handshake_io,
-};
-
-static bool fixture_handshakes_done(void *userdata) {
-        FixtureHandshake *h = userdata;
-
-        return h[0].done && h[1].done;
-}
-
 void fixture_env_tls_pair(FixtureEnv *env, TlsConnection **ret_server, TlsConnection **ret_client) {
-        FixtureHandshake h[2] = {};
-        uint16_t port;
-        int lfd, cfd;
+        FixtureHandshake h[2];
 
-        lfd = fixture_listen(&port);
-        cfd = fixture_connect(port);
-        ASSERT_OK(tls_connection_new(env->server_ctx, env->event, fixture_accept(lfd),
-                                     &fixture_handshake_callbacks, &h[0], &h[0].conn));
-        ASSERT_OK(tls_connection_new(env->client_ctx, env->event, cfd, &fixture_handshake_callbacks, &h[1],
-                                     &h[1].conn));
-        close(lfd);
-        ASSERT_TRUE(fixture_run_until_func(env->event, fixture_handshakes_done, h, 10 * USEC_PER_SEC));
+        fixture_tls_handshake(env->event, env->server_ctx, env->client_ctx, h);
         ASSERT_EQ(h[0].result, 0);
         ASSERT_EQ(h[1].result, 0);
         *ret_server = h[0].conn;

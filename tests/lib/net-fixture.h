@@ -50,8 +50,26 @@ bool fixture_run_until(sd_event *e, const bool *done, usec_t timeout);
 /* Same with a predicate. */
 bool fixture_run_until_func(sd_event *e, bool (*pred)(void *userdata), void *userdata, usec_t timeout);
 
-/* A loop, a PKI, a connector identity (the TLS server) and a tunneler identity (the TLS client) with
- * contexts that accept each other. SIGPIPE is ignored, as programs using net-tls must. */
+/* One end of a handshake driven with fixture_handshake_callbacks (userdata: this): the outcome, the
+ * error reason and the peer's SPIFFE ID (empty when none). */
+typedef struct FixtureHandshake {
+        TlsConnection *conn;
+        bool done;
+        int result;
+        char reason[TLS_REASON_MAX];
+        char peer[256];
+} FixtureHandshake;
+
+/* Record the outcome in the FixtureHandshake, and stop application I/O until the next owner takes over. */
+extern const TlsConnectionCallbacks fixture_handshake_callbacks;
+
+/* TLS between server_ctx and client_ctx over a fresh loopback TCP pair, run in e until both ends have
+ * finished, successfully or not (only finishing is asserted): h[0] is the server, h[1] the client. */
+void fixture_tls_handshake(sd_event *e, TlsContext *server_ctx, TlsContext *client_ctx,
+                           FixtureHandshake h[static 2]);
+
+/* A loop, a PKI, a server identity and a tunneler identity (tun-1, the TLS client) with contexts for both
+ * ends. SIGPIPE is ignored, as programs using net-tls must. */
 typedef struct FixtureEnv {
         sd_event *event;
         Pki pki;
@@ -59,7 +77,18 @@ typedef struct FixtureEnv {
         TlsContext *server_ctx, *client_ctx;
 } FixtureEnv;
 
+typedef struct FixtureEnvParams {
+        SpiffeRole server_role;           /* the server is spiffe://<td>/<server_role>/<server_name> */
+        const char *server_name;
+        SpiffeRole server_peer_role;      /* whom the server accepts; _SPIFFE_ROLE_INVALID: any role */
+        bool client_certificate_optional; /* the server does not require a client certificate */
+        bool client_anonymous;            /* the client presents no certificate */
+        SpiffeRole client_peer_role;      /* whom the client accepts as the server */
+} FixtureEnvParams;
+
+/* The default: a connector server (conn-1) and a tunneler client that require each other. */
 void fixture_env_init(FixtureEnv *env);
+void fixture_env_init_with(FixtureEnv *env, const FixtureEnvParams *params);
 void fixture_env_done(FixtureEnv *env);
 /* Two TLS connections over loopback TCP, handshake completed in env's loop, ready for h2_session_new(). */
 void fixture_env_tls_pair(FixtureEnv *env, TlsConnection **ret_server, TlsConnection **ret_client);

@@ -4,7 +4,6 @@
  * status codes and messages, unknown methods, unauthenticated peers, deadlines, bidirectional streaming,
  * message size limits. Interoperability with a stock implementation is tests/integration. */
 
-#include <signal.h>
 #include <unistd.h>
 
 #include "net-fixture.h"
@@ -98,10 +97,7 @@ static const GrpcMethod methods[] = {
 /* ---- plumbing ----------------------------------------------------------------------------------------- */
 
 typedef struct Env {
-        sd_event *e;
-        Pki pki;
-        Identity server_id, client_id;
-        TlsContext *sctx, *cctx;
+        FixtureEnv fx;
         GrpcServer *grpc;
         H2Session *server, *client;
 } Env;
@@ -113,57 +109,27 @@ static int server_on_request(H2Session *s, H2Stream *st, const H2Headers *h, voi
 static void session_on_close(H2Session *s, int error, void *userdata) {
 }
 
-typedef struct Handshake {
-        TlsConnection *conn;
-        bool done;
-        int result;
-} Handshake;
-
-static void hs_done(TlsConnection *c, int error, void *userdata) {
-        Handshake *h = userdata;
-        h->done = true;
-        h->result = error;
-}
-
-static void hs_io(TlsConnection *c, void *userdata) {
-        (void) tls_connection_set_interest(c, false, false);
-}
-
-static bool hs_both(void *userdata) {
-        Handshake *h = userdata;
-        return h[0].done && h[1].done;
-}
-
+/* A controller serving any peer, with or without a client certificate, and one client session. */
 static void env_init(Env *env, bool client_cert, size_t max_message) {
-        static const TlsConnectionCallbacks hs = { .on_handshake = hs_done, .on_io = hs_io };
-        Handshake h[2] = {};
-        uint16_t port;
-        int lfd, cfd;
+        TlsConnection *st, *ct;
 
-        signal(SIGPIPE, SIG_IGN);
         state = (ServiceState) {};
         *env = (Env) {};
-        ASSERT_OK(sd_event_new(&env->e));
-        pki_init(&env->pki, FIXTURE_TRUST_DOMAIN);
-        pki_issue(&env->pki, SPIFFE_ROLE_CONTROLLER, "ctl-1", 0, USEC_PER_HOUR, &env->server_id);
-        pki_issue(&env->pki, SPIFFE_ROLE_TUNNELER, "tun-1", 0, USEC_PER_HOUR, &env->client_id);
-        env->sctx = fixture_server_context(&env->pki, &env->server_id, _SPIFFE_ROLE_INVALID);
-        ASSERT_OK(tls_context_set_client_certificate_required(env->sctx, false));
-        env->cctx = fixture_client_context(&env->pki, client_cert ? &env->client_id : NULL, SPIFFE_ROLE_CONTROLLER);
+        fixture_env_init_with(&env->fx, &(const FixtureEnvParams) {
+                .server_role = SPIFFE_ROLE_CONTROLLER,
+                .server_name = "ctl-1",
+                .server_peer_role = _SPIFFE_ROLE_INVALID,
+                .client_certificate_optional = true,
+                .client_anonymous = !client_cert,
+                .client_peer_role = SPIFFE_ROLE_CONTROLLER,
+        });
         ASSERT_OK(grpc_server_new(methods, ELEMENTSOF(methods), max_message, NULL, &env->grpc));
 
-        lfd = fixture_listen(&port);
-        cfd = fixture_connect(port);
-        ASSERT_OK(tls_connection_new(env->sctx, env->e, fixture_accept(lfd), &hs, &h[0], &h[0].conn));
-        ASSERT_OK(tls_connection_new(env->cctx, env->e, cfd, &hs, &h[1], &h[1].conn));
-        close(lfd);
-        ASSERT_TRUE(fixture_run_until_func(env->e, hs_both, h, 10 * USEC_PER_SEC));
-        ASSERT_EQ(h[0].result, 0);
-        ASSERT_EQ(h[1].result, 0);
-        ASSERT_OK(h2_session_new(h[0].conn, NULL,
+        fixture_env_tls_pair(&env->fx, &st, &ct);
+        ASSERT_OK(h2_session_new(st, NULL,
                                  &(H2SessionCallbacks) { .on_request = server_on_request, .on_close = session_on_close },
                                  env->grpc, &env->server));
-        ASSERT_OK(h2_session_new(h[1].conn, NULL, &(H2SessionCallbacks) { .on_close = session_on_close }, NULL,
+        ASSERT_OK(h2_session_new(ct, NULL, &(H2SessionCallbacks) { .on_close = session_on_close }, NULL,
                                  &env->client));
 }
 
@@ -171,12 +137,7 @@ static void env_done(Env *env) {
         h2_session_unref(env->client);
         h2_session_unref(env->server);
         grpc_server_free(env->grpc);
-        tls_context_unref(env->sctx);
-        tls_context_unref(env->cctx);
-        identity_done(&env->server_id);
-        identity_done(&env->client_id);
-        pki_done(&env->pki);
-        sd_event_unref(env->e);
+        fixture_env_done(&env->fx);
 }
 
 typedef struct Result {
@@ -226,7 +187,7 @@ static void renew(Env *env, const char *path, const void *csr, size_t csr_len, u
                                          timeout, &result_callbacks, r, &call));
         ASSERT_OK(grpc_client_call_send(call, &req.base));
         ASSERT_OK(grpc_client_call_close_send(call));
-        ASSERT_TRUE(fixture_run_until(env->e, &r->finished, 10 * USEC_PER_SEC));
+        ASSERT_TRUE(fixture_run_until(env->fx.event, &r->finished, 10 * USEC_PER_SEC));
 }
 
 /* ---- cases ---------------------------------------------------------------------------------------------- */
@@ -283,7 +244,7 @@ TEST(unauthenticated_peer) {
                                          &r, &call));
         ASSERT_OK(grpc_client_call_send(call, &req.base));
         ASSERT_OK(grpc_client_call_close_send(call));
-        ASSERT_TRUE(fixture_run_until(env.e, &r.finished, 10 * USEC_PER_SEC));
+        ASSERT_TRUE(fixture_run_until(env.fx.event, &r.finished, 10 * USEC_PER_SEC));
         ASSERT_EQ(r.status, GRPC_STATUS_OK);
         ASSERT_EQ(r.n_messages, 1);
         env_done(&env);
@@ -304,7 +265,7 @@ TEST(deadline_both_sides) {
         ASSERT_EQ(r.status, GRPC_STATUS_DEADLINE_EXCEEDED);
         ASSERT_GE(now(CLOCK_MONOTONIC) - t0, 250 * USEC_PER_MSEC);
         /* The server learned the deadline from grpc-timeout and gave up the call too. */
-        ASSERT_TRUE(fixture_run_until_func(env.e, server_call_done, &want, 5 * USEC_PER_SEC));
+        ASSERT_TRUE(fixture_run_until_func(env.fx.event, server_call_done, &want, 5 * USEC_PER_SEC));
         ASSERT_NULL(state.slow_call);
         ASSERT_EQ(grpc_server_get_n_calls(env.grpc), 0);
         env_done(&env);
@@ -326,10 +287,10 @@ TEST(bidi_stream_in_order) {
                 hb.version = (char *) "test";
                 ASSERT_OK(grpc_client_call_send(call, &hb.base));
                 if (i % 10 == 0)
-                        ASSERT_OK(sd_event_run(env.e, 0));
+                        ASSERT_OK(sd_event_run(env.fx.event, 0));
         }
         ASSERT_OK(grpc_client_call_close_send(call));
-        ASSERT_TRUE(fixture_run_until(env.e, &r.finished, 10 * USEC_PER_SEC));
+        ASSERT_TRUE(fixture_run_until(env.fx.event, &r.finished, 10 * USEC_PER_SEC));
         ASSERT_EQ(r.status, GRPC_STATUS_OK);
         ASSERT_EQ(r.n_messages, 100);
         for (uint64_t i = 0; i < 100; i++)
@@ -366,7 +327,7 @@ TEST(unary_with_two_requests) {
         ASSERT_OK(grpc_client_call_send(call, &req.base));
         ASSERT_OK(grpc_client_call_send(call, &req.base));
         ASSERT_OK(grpc_client_call_close_send(call));
-        ASSERT_TRUE(fixture_run_until(env.e, &r.finished, 10 * USEC_PER_SEC));
+        ASSERT_TRUE(fixture_run_until(env.fx.event, &r.finished, 10 * USEC_PER_SEC));
         ASSERT_EQ(r.status, GRPC_STATUS_INTERNAL);
         env_done(&env);
 }
@@ -387,7 +348,7 @@ TEST(dropping_session_finishes_calls) {
         ASSERT_OK(grpc_client_call_send(call, &req.base));
         ASSERT_OK(grpc_client_call_close_send(call));
         for (int i = 0; i < 20 && !state.slow_call; i++)
-                ASSERT_OK(sd_event_run(env.e, 10 * USEC_PER_MSEC));
+                ASSERT_OK(sd_event_run(env.fx.event, 10 * USEC_PER_MSEC));
         ASSERT_NOT_NULL(state.slow_call);
 
         env.client = h2_session_unref(env.client);
@@ -465,7 +426,7 @@ TEST(partial_messages_are_bounded_per_session) {
                                                  &partials[i], NULL));
         }
         for (usec_t end = now(CLOCK_MONOTONIC) + 3 * USEC_PER_SEC; now(CLOCK_MONOTONIC) < end;) {
-                ASSERT_OK(sd_event_run(env.e, 10 * USEC_PER_MSEC));
+                ASSERT_OK(sd_event_run(env.fx.event, 10 * USEC_PER_MSEC));
                 max_reserved = MAX(max_reserved, h2_session_get_reserved(env.server));
         }
         for (size_t i = 0; i < ELEMENTSOF(partials); i++)

@@ -195,79 +195,13 @@ static void client_on_close(H2Session *s, int error, void *userdata) {
 
 static const H2SessionCallbacks client_callbacks = { .on_close = client_on_close };
 
-/* ---- plumbing: TLS handshake then H2 on both ends --------------------------------------------------- */
+/* ---- plumbing: TLS handshake (net-fixture) then H2 on both ends ------------------------------------ */
 
-typedef struct Handshake {
-        TlsConnection *conn;
-        bool done;
-        int result;
-} Handshake;
-
-static void hs_done(TlsConnection *c, int error, void *userdata) {
-        Handshake *h = userdata;
-        h->done = true;
-        h->result = error;
-}
-
-static void hs_io(TlsConnection *c, void *userdata) {
-        (void) tls_connection_set_interest(c, false, false);
-}
-
-static const TlsConnectionCallbacks hs_callbacks = { .on_handshake = hs_done, .on_io = hs_io };
-
-static bool hs_both(void *userdata) {
-        Handshake *h = userdata;
-        return h[0].done && h[1].done;
-}
-
-typedef struct Env {
-        sd_event *e;
-        Pki pki;
-        Identity server_id, client_id;
-        TlsContext *sctx, *cctx;
-} Env;
-
-static void env_init(Env *env) {
-        signal(SIGPIPE, SIG_IGN);
-        ASSERT_OK(sd_event_new(&env->e));
-        pki_init(&env->pki, FIXTURE_TRUST_DOMAIN);
-        pki_issue(&env->pki, SPIFFE_ROLE_CONNECTOR, "conn-1", 0, USEC_PER_HOUR, &env->server_id);
-        pki_issue(&env->pki, SPIFFE_ROLE_TUNNELER, "tun-1", 0, USEC_PER_HOUR, &env->client_id);
-        env->sctx = fixture_server_context(&env->pki, &env->server_id, SPIFFE_ROLE_TUNNELER);
-        env->cctx = fixture_client_context(&env->pki, &env->client_id, SPIFFE_ROLE_CONNECTOR);
-}
-
-static void env_done(Env *env) {
-        tls_context_unref(env->sctx);
-        tls_context_unref(env->cctx);
-        identity_done(&env->server_id);
-        identity_done(&env->client_id);
-        pki_done(&env->pki);
-        sd_event_unref(env->e);
-}
-
-/* Establishes TLS between a new server and client connection; returns both established. */
-static void env_tls_pair(Env *env, TlsConnection **ret_server, TlsConnection **ret_client) {
-        Handshake h[2] = {};
-        uint16_t port;
-        int lfd, cfd;
-
-        lfd = fixture_listen(&port);
-        cfd = fixture_connect(port);
-        ASSERT_OK(tls_connection_new(env->sctx, env->e, fixture_accept(lfd), &hs_callbacks, &h[0], &h[0].conn));
-        ASSERT_OK(tls_connection_new(env->cctx, env->e, cfd, &hs_callbacks, &h[1], &h[1].conn));
-        close(lfd);
-        ASSERT_TRUE(fixture_run_until_func(env->e, hs_both, h, 10 * USEC_PER_SEC));
-        ASSERT_EQ(h[0].result, 0);
-        ASSERT_EQ(h[1].result, 0);
-        *ret_server = h[0].conn;
-        *ret_client = h[1].conn;
-}
-
-static void env_h2_pair(Env *env, const H2Settings *ss, const H2Settings *cs, Server *srv, Client *cli) {
+static void env_h2_pair(FixtureEnv *env, const H2Settings *ss, const H2Settings *cs, Server *srv,
+                        Client *cli) {
         TlsConnection *st, *ct;
 
-        env_tls_pair(env, &st, &ct);
+        fixture_env_tls_pair(env, &st, &ct);
         ASSERT_OK(h2_session_new(st, ss, &server_callbacks, srv, &srv->session));
         ASSERT_OK(h2_session_new(ct, cs, &client_callbacks, cli, &cli->session));
 }
@@ -282,16 +216,16 @@ TEST(echo) {
         static Client cli;
         static Request req;
         static uint8_t body[200000];
-        Env env = {};
+        FixtureEnv env;
 
-        env_init(&env);
+        fixture_env_init(&env);
         env_h2_pair(&env, NULL, NULL, &srv, &cli);
         for (size_t i = 0; i < sizeof(body); i++)
                 body[i] = (uint8_t) (i * 31 + 7);
         req = (Request) { .body = body, .body_len = sizeof(body), .end_after_body = true };
         ASSERT_OK(h2_session_open_stream(cli.session, request_headers, ELEMENTSOF(request_headers), false,
                                          &request_callbacks, &req, NULL));
-        ASSERT_TRUE(fixture_run_until_func(env.e, request_done, &req, 10 * USEC_PER_SEC));
+        ASSERT_TRUE(fixture_run_until_func(env.event, request_done, &req, 10 * USEC_PER_SEC));
         ASSERT_STREQ(req.status, "200");
         ASSERT_TRUE(req.ended);
         ASSERT_EQ(req.close_code, 0);
@@ -302,7 +236,7 @@ TEST(echo) {
 
         h2_session_unref(cli.session);
         h2_session_unref(srv.session);
-        env_done(&env);
+        fixture_env_done(&env);
 }
 
 static bool stalled_or_done(void *userdata) {
@@ -317,9 +251,9 @@ TEST(flow_control_backpressure) {
         static Request req;
         static uint8_t body[200000];
         H2Settings ss;
-        Env env = {};
+        FixtureEnv env;
 
-        env_init(&env);
+        fixture_env_init(&env);
         h2_settings_init(&ss);
         ss.stream_window = 65535;
         env_h2_pair(&env, &ss, NULL, &srv, &cli);
@@ -327,7 +261,7 @@ TEST(flow_control_backpressure) {
         ASSERT_OK(h2_session_open_stream(cli.session, request_headers, ELEMENTSOF(request_headers), false,
                                          &request_callbacks, &req, NULL));
         /* Let it run for a while: nothing beyond the window may arrive. */
-        (void) fixture_run_until_func(env.e, stalled_or_done, &req, 500 * USEC_PER_MSEC);
+        (void) fixture_run_until_func(env.event, stalled_or_done, &req, 500 * USEC_PER_MSEC);
         ASSERT_EQ(srv.n_echoes, 1);
         ASSERT_LE(srv.echoes[0].received, 65535);
         ASSERT_GT(srv.echoes[0].received, 0);
@@ -336,12 +270,12 @@ TEST(flow_control_backpressure) {
         /* Consuming releases the rest. */
         srv.echoes[0].auto_consume = true;
         ASSERT_OK(h2_stream_consume(srv.echoes[0].stream, srv.echoes[0].received));
-        ASSERT_TRUE(fixture_run_until_func(env.e, request_done, &req, 10 * USEC_PER_SEC));
+        ASSERT_TRUE(fixture_run_until_func(env.event, request_done, &req, 10 * USEC_PER_SEC));
         ASSERT_EQ(srv.echoes[0].received, sizeof(body));
 
         h2_session_unref(cli.session);
         h2_session_unref(srv.session);
-        env_done(&env);
+        fixture_env_done(&env);
 }
 
 static bool both_closed(void *userdata) {
@@ -355,21 +289,21 @@ TEST(graceful_goaway) {
         static Client cli;
         static Request req, late;
         static uint8_t body[1000];
-        Env env = {};
+        FixtureEnv env;
 
-        env_init(&env);
+        fixture_env_init(&env);
         env_h2_pair(&env, NULL, NULL, &srv, &cli);
         H2Stream *stream = NULL;
         req = (Request) { .body = body, .body_len = sizeof(body), .end_after_body = false };
         ASSERT_OK(h2_session_open_stream(cli.session, request_headers, ELEMENTSOF(request_headers), false,
                                          &request_callbacks, &req, &stream));
         for (int i = 0; i < 20; i++)
-                ASSERT_OK(sd_event_run(env.e, 10 * USEC_PER_MSEC));
+                ASSERT_OK(sd_event_run(env.event, 10 * USEC_PER_MSEC));
         ASSERT_EQ(srv.n_echoes, 1);
 
         ASSERT_OK(h2_session_shutdown(srv.session));
         for (int i = 0; i < 20; i++)
-                ASSERT_OK(sd_event_run(env.e, 10 * USEC_PER_MSEC));
+                ASSERT_OK(sd_event_run(env.event, 10 * USEC_PER_MSEC));
         ASSERT_FALSE(h2_session_is_open(cli.session));
         ASSERT_ERROR(h2_session_open_stream(cli.session, request_headers, ELEMENTSOF(request_headers), true,
                                             &request_callbacks, &late, NULL),
@@ -380,7 +314,7 @@ TEST(graceful_goaway) {
         req.end_after_body = true;
         ASSERT_OK(h2_stream_resume(stream));
         void *both[2] = { &srv, &cli };
-        ASSERT_TRUE(fixture_run_until_func(env.e, both_closed, both, 10 * USEC_PER_SEC));
+        ASSERT_TRUE(fixture_run_until_func(env.event, both_closed, both, 10 * USEC_PER_SEC));
         ASSERT_TRUE(req.ended);
         ASSERT_EQ(req.response_len, sizeof(body));
         ASSERT_EQ(srv.close_error, 0);
@@ -388,7 +322,7 @@ TEST(graceful_goaway) {
 
         h2_session_unref(cli.session);
         h2_session_unref(srv.session);
-        env_done(&env);
+        fixture_env_done(&env);
 }
 
 /* Keepalive: a peer process that answers PINGs keeps the session; once SIGSTOPped, the server declares it
@@ -396,12 +330,12 @@ TEST(graceful_goaway) {
 TEST(keepalive_detects_stopped_peer) {
         static Server srv = { .auto_consume = true };
         H2Settings ss;
-        Env env = {};
+        FixtureEnv env;
         uint16_t port;
         int lfd, status;
         pid_t pid;
 
-        env_init(&env);
+        fixture_env_init(&env);
         lfd = fixture_listen(&port);
 
         pid = fork();
@@ -410,11 +344,12 @@ TEST(keepalive_detects_stopped_peer) {
                 /* Child: a well-behaved client in its own loop. */
                 static Client cli;
                 TlsConnection *ct = NULL;
-                Handshake h = {};
+                FixtureHandshake h = {};
                 sd_event *ce = NULL;
 
                 if (sd_event_new(&ce) < 0 ||
-                    tls_connection_new(env.cctx, ce, fixture_connect(port), &hs_callbacks, &h, &ct) < 0)
+                    tls_connection_new(env.client_ctx, ce, fixture_connect(port), &fixture_handshake_callbacks,
+                                       &h, &ct) < 0)
                         _exit(1);
                 while (!h.done)
                         if (sd_event_run(ce, USEC_INFINITY) < 0)
@@ -428,9 +363,10 @@ TEST(keepalive_detects_stopped_peer) {
         }
 
         TlsConnection *st = NULL;
-        Handshake h = {};
-        ASSERT_OK(tls_connection_new(env.sctx, env.e, fixture_accept(lfd), &hs_callbacks, &h, &st));
-        ASSERT_TRUE(fixture_run_until(env.e, &h.done, 10 * USEC_PER_SEC));
+        FixtureHandshake h = {};
+        ASSERT_OK(tls_connection_new(env.server_ctx, env.event, fixture_accept(lfd), &fixture_handshake_callbacks,
+                                     &h, &st));
+        ASSERT_TRUE(fixture_run_until(env.event, &h.done, 10 * USEC_PER_SEC));
         ASSERT_EQ(h.result, 0);
 
         h2_settings_init(&ss);
@@ -439,11 +375,11 @@ TEST(keepalive_detects_stopped_peer) {
         ASSERT_OK(h2_session_new(st, &ss, &server_callbacks, &srv, &srv.session));
 
         /* Healthy: several ping rounds pass without the session dying. */
-        ASSERT_FALSE(fixture_run_until(env.e, &srv.closed, 1500 * USEC_PER_MSEC));
+        ASSERT_FALSE(fixture_run_until(env.event, &srv.closed, 1500 * USEC_PER_MSEC));
 
         ASSERT_TRUE(kill(pid, SIGSTOP) == 0);
         usec_t t0 = now(CLOCK_MONOTONIC);
-        ASSERT_TRUE(fixture_run_until(env.e, &srv.closed, 5 * USEC_PER_SEC));
+        ASSERT_TRUE(fixture_run_until(env.event, &srv.closed, 5 * USEC_PER_SEC));
         usec_t took = now(CLOCK_MONOTONIC) - t0;
         ASSERT_EQ(srv.close_error, -ETIMEDOUT);
         fprintf(stderr, "# stopped peer detected after %llu ms\n", (unsigned long long) (took / USEC_PER_MSEC));
@@ -452,7 +388,7 @@ TEST(keepalive_detects_stopped_peer) {
         ASSERT_TRUE(waitpid(pid, &status, 0) == pid);
         close(lfd);
         h2_session_unref(srv.session);
-        env_done(&env);
+        fixture_env_done(&env);
 }
 
 /* ---- a hostile client speaking raw HTTP/2 frames over TLS ------------------------------------------- */
@@ -564,11 +500,11 @@ static void raw_on_io(TlsConnection *c, void *userdata) {
 
 static const TlsConnectionCallbacks raw_callbacks = { .on_io = raw_on_io };
 
-static Raw *raw_start(Env *env, Server *srv, const H2Settings *ss) {
+static Raw *raw_start(FixtureEnv *env, Server *srv, const H2Settings *ss) {
         TlsConnection *st, *ct;
         Raw *r;
 
-        env_tls_pair(env, &st, &ct);
+        fixture_env_tls_pair(env, &st, &ct);
         ASSERT_OK(h2_session_new(st, ss, &server_callbacks, srv, &srv->session));
         r = calloc(1, sizeof(Raw));
         ASSERT_NOT_NULL(r);
@@ -580,7 +516,7 @@ static Raw *raw_start(Env *env, Server *srv, const H2Settings *ss) {
         memcpy(r->out, NGHTTP2_CLIENT_MAGIC, NGHTTP2_CLIENT_MAGIC_LEN);
         r->out_len = NGHTTP2_CLIENT_MAGIC_LEN;
         raw_frame(r, NGHTTP2_SETTINGS, 0, 0, NULL, 0);
-        raw_flush(r, env->e);
+        raw_flush(r, env->event);
         return r;
 }
 
@@ -602,20 +538,20 @@ TEST(abuse_streams_past_limit) {
         static Server srv = { .auto_consume = true };
         uint8_t block[4096];
         H2Settings ss;
-        Env env = {};
+        FixtureEnv env;
         Raw *r;
 
-        env_init(&env);
+        fixture_env_init(&env);
         h2_settings_init(&ss);
         ss.max_concurrent_streams = 16;
         r = raw_start(&env, &srv, &ss);
-        run_for(env.e, 100 * USEC_PER_MSEC); /* let SETTINGS be exchanged */
+        run_for(env.event, 100 * USEC_PER_MSEC); /* let SETTINGS be exchanged */
         for (uint32_t i = 0; i < 100; i++) {
                 size_t l = raw_headers_block(r, block, sizeof(block), NULL, 0);
                 raw_frame(r, NGHTTP2_HEADERS, NGHTTP2_FLAG_END_HEADERS, 1 + 2 * i, block, l);
         }
-        raw_flush(r, env.e);
-        run_for(env.e, 300 * USEC_PER_MSEC);
+        raw_flush(r, env.event);
+        run_for(env.event, 300 * USEC_PER_MSEC);
         ASSERT_LE(h2_session_get_n_streams(srv.session), 16);
         ASSERT_LE(srv.n_requests, 16);
         ASSERT_GT(srv.n_requests, 0);
@@ -623,7 +559,7 @@ TEST(abuse_streams_past_limit) {
         ASSERT_TRUE(r->rst_refused >= 84 || r->goaways > 0);
         raw_free(r);
         h2_session_unref(srv.session);
-        env_done(&env);
+        fixture_env_done(&env);
 }
 
 /* CVE-2023-44487: HEADERS + RST_STREAM in a tight loop. The server answers with GOAWAY and closes that
@@ -631,24 +567,24 @@ TEST(abuse_streams_past_limit) {
 TEST(abuse_rapid_reset) {
         static Server srv = { .auto_consume = true };
         uint8_t block[4096], rst[4] = { 0, 0, 0, NGHTTP2_CANCEL };
-        Env env = {};
+        FixtureEnv env;
         Raw *r;
 
-        env_init(&env);
+        fixture_env_init(&env);
         r = raw_start(&env, &srv, NULL);
-        run_for(env.e, 100 * USEC_PER_MSEC);
+        run_for(env.event, 100 * USEC_PER_MSEC);
         for (uint32_t i = 0; i < 5000 && !r->peer_closed; i++) {
                 size_t l = raw_headers_block(r, block, sizeof(block), NULL, 0);
                 raw_frame(r, NGHTTP2_HEADERS, NGHTTP2_FLAG_END_HEADERS, 1 + 2 * i, block, l);
                 raw_frame(r, NGHTTP2_RST_STREAM, 0, 1 + 2 * i, rst, sizeof(rst));
                 if (r->out_len > sizeof(r->out) - 8192)
-                        raw_flush(r, env.e);
+                        raw_flush(r, env.event);
                 if (i % 256 == 0)
-                        ASSERT_OK(sd_event_run(env.e, 0));
+                        ASSERT_OK(sd_event_run(env.event, 0));
         }
-        raw_flush(r, env.e);
-        ASSERT_TRUE(fixture_run_until(env.e, &srv.closed, 5 * USEC_PER_SEC));
-        run_for(env.e, 200 * USEC_PER_MSEC); /* let the client read what the server sent last */
+        raw_flush(r, env.event);
+        ASSERT_TRUE(fixture_run_until(env.event, &srv.closed, 5 * USEC_PER_SEC));
+        run_for(env.event, 200 * USEC_PER_MSEC); /* let the client read what the server sent last */
         /* The server refused the flood: GOAWAY with an error, the session reported as failed. */
         ASSERT_GE(r->goaways, 1);
         ASSERT_NE(r->goaway_code, NGHTTP2_NO_ERROR);
@@ -659,19 +595,19 @@ TEST(abuse_rapid_reset) {
         fprintf(stderr, "# requests seen before the cut: %zu, goaways %zu code %u, close error %d, client closed %d\n", srv.n_requests, r->goaways, r->goaway_code, srv.close_error, r->peer_closed);
         raw_free(r);
         h2_session_unref(srv.session);
-        env_done(&env);
+        fixture_env_done(&env);
 }
 
 /* A header block far beyond SETTINGS_MAX_HEADER_LIST_SIZE: the stream never reaches the application. */
 TEST(abuse_header_bomb) {
         static Server srv = { .auto_consume = true };
         static uint8_t block[300 * 1024];
-        Env env = {};
+        FixtureEnv env;
         Raw *r;
 
-        env_init(&env);
+        fixture_env_init(&env);
         r = raw_start(&env, &srv, NULL);
-        run_for(env.e, 100 * USEC_PER_MSEC);
+        run_for(env.event, 100 * USEC_PER_MSEC);
         size_t l = raw_headers_block(r, block, sizeof(block), "x-bomb", 100 * 1024);
         /* Split into HEADERS + CONTINUATION frames of 16 KiB. */
         size_t off = 0;
@@ -682,40 +618,40 @@ TEST(abuse_header_bomb) {
                           block + off, k);
                 off += k;
         }
-        raw_flush(r, env.e);
-        run_for(env.e, 300 * USEC_PER_MSEC);
+        raw_flush(r, env.event);
+        run_for(env.event, 300 * USEC_PER_MSEC);
         ASSERT_EQ(srv.n_requests, 0);
         ASSERT_EQ(h2_session_get_n_streams(srv.session), 0);
         raw_free(r);
         h2_session_unref(srv.session);
-        env_done(&env);
+        fixture_env_done(&env);
 }
 
 /* CVE-2024-28182: endless CONTINUATION frames. The connection is cut after a few. */
 TEST(abuse_continuation_flood) {
         static Server srv = { .auto_consume = true };
         uint8_t block[4096], junk[64];
-        Env env = {};
+        FixtureEnv env;
         Raw *r;
 
-        env_init(&env);
+        fixture_env_init(&env);
         r = raw_start(&env, &srv, NULL);
-        run_for(env.e, 100 * USEC_PER_MSEC);
+        run_for(env.event, 100 * USEC_PER_MSEC);
         size_t l = raw_headers_block(r, block, sizeof(block), NULL, 0);
         raw_frame(r, NGHTTP2_HEADERS, 0, 1, block, l);
         memset(junk, 0x40, sizeof(junk)); /* literal header field with incremental indexing, never completed */
         for (int i = 0; i < 1000 && !r->peer_closed; i++) {
                 raw_frame(r, NGHTTP2_CONTINUATION, 0, 1, junk, 0);
                 if (i % 100 == 0)
-                        raw_flush(r, env.e);
+                        raw_flush(r, env.event);
         }
-        raw_flush(r, env.e);
-        ASSERT_TRUE(fixture_run_until(env.e, &srv.closed, 5 * USEC_PER_SEC));
+        raw_flush(r, env.event);
+        ASSERT_TRUE(fixture_run_until(env.event, &srv.closed, 5 * USEC_PER_SEC));
         ASSERT_EQ(srv.n_requests, 0);
         ASSERT_LT(srv.close_error, 0);
         raw_free(r);
         h2_session_unref(srv.session);
-        env_done(&env);
+        fixture_env_done(&env);
 }
 
 /* ---- two of our own peers moving bulk data both ways at once ----------------------------------------- */
@@ -841,11 +777,11 @@ TEST(bidirectional_bulk_does_not_deadlock) {
         static Client cli;
         static Flow flows[8];
         TlsConnection *st, *ct;
-        Env env = {};
+        FixtureEnv env;
 
-        env_init(&env);
+        fixture_env_init(&env);
         n_pumps = 0;
-        env_tls_pair(&env, &st, &ct);
+        fixture_env_tls_pair(&env, &st, &ct);
         shrink_buffers(st);
         shrink_buffers(ct);
         ASSERT_OK(h2_session_new(st, NULL, &(H2SessionCallbacks) { .on_request = pump_on_request, .on_close = server_on_close },
@@ -856,7 +792,7 @@ TEST(bidirectional_bulk_does_not_deadlock) {
                 ASSERT_OK(h2_session_open_stream(cli.session, request_headers, ELEMENTSOF(request_headers), false,
                                                  &flow_callbacks, &flows[i], NULL));
         }
-        ASSERT_TRUE(fixture_run_until_func(env.e, flows_closed, flows, 30 * USEC_PER_SEC));
+        ASSERT_TRUE(fixture_run_until_func(env.event, flows_closed, flows, 30 * USEC_PER_SEC));
         for (size_t i = 0; i < ELEMENTSOF(flows); i++) {
                 CASE("stream %zu", i);
                 ASSERT_TRUE(flows[i].ok);
@@ -865,7 +801,7 @@ TEST(bidirectional_bulk_does_not_deadlock) {
         ASSERT_FALSE(srv.closed);
         h2_session_unref(cli.session);
         h2_session_unref(srv.session);
-        env_done(&env);
+        fixture_env_done(&env);
 }
 
 /* A request handler that drops the whole connection (say, for a peer revoked a moment ago). */
@@ -880,10 +816,10 @@ TEST(terminate_from_inside_a_callback) {
         static Client cli;
         static Request req;
         TlsConnection *st, *ct;
-        Env env = {};
+        FixtureEnv env;
 
-        env_init(&env);
-        env_tls_pair(&env, &st, &ct);
+        fixture_env_init(&env);
+        fixture_env_tls_pair(&env, &st, &ct);
         ASSERT_OK(h2_session_new(st, NULL,
                                  &(H2SessionCallbacks) { .on_request = terminating_on_request, .on_close = server_on_close },
                                  &srv, &srv.session));
@@ -892,11 +828,11 @@ TEST(terminate_from_inside_a_callback) {
         ASSERT_OK(h2_session_open_stream(cli.session, request_headers, ELEMENTSOF(request_headers), false,
                                          &request_callbacks, &req, NULL));
         void *both[2] = { &srv, &cli };
-        ASSERT_TRUE(fixture_run_until_func(env.e, both_closed, both, 5 * USEC_PER_SEC));
+        ASSERT_TRUE(fixture_run_until_func(env.event, both_closed, both, 5 * USEC_PER_SEC));
         ASSERT_EQ(srv.n_requests, 1);
         ASSERT_LT(srv.close_error, 0);
         ASSERT_TRUE(req.closed);
         h2_session_unref(cli.session);
         h2_session_unref(srv.session);
-        env_done(&env);
+        fixture_env_done(&env);
 }

@@ -12,49 +12,8 @@
 #include "net-fixture.h"
 #include "tests.h"
 
-typedef struct Side {
-        TlsConnection *conn;
-        bool done;
-        int result;
-        char reason[TLS_REASON_MAX];
-        char peer[256];
-} Side;
-
-static void on_handshake(TlsConnection *c, int error, void *userdata) {
-        Side *s = userdata;
-
-        s->done = true;
-        s->result = error;
-        snprintf(s->reason, sizeof(s->reason), "%s", strempty(tls_connection_get_error_reason(c)));
-        if (error == 0 && tls_connection_get_peer_id(c))
-                snprintf(s->peer, sizeof(s->peer), "%s", tls_connection_get_peer_id(c)->uri);
-}
-
-static void on_io_noop(TlsConnection *c, void *userdata) {
-        (void) tls_connection_set_interest(c, false, false);
-}
-
-static const TlsConnectionCallbacks callbacks = { .on_handshake = on_handshake, .on_io = on_io_noop };
-
-static bool both_done(void *userdata) {
-        Side *s = userdata;
-        return s[0].done && s[1].done;
-}
-
-/* Handshakes sctx against cctx over loopback; fills server = s[0], client = s[1]. */
-static void handshake(sd_event *e, TlsContext *sctx, TlsContext *cctx, Side s[2]) {
-        uint16_t port;
-        int lfd, cfd, afd;
-
-        memset(s, 0, 2 * sizeof(Side));
-        lfd = fixture_listen(&port);
-        cfd = fixture_connect(port);
-        afd = fixture_accept(lfd);
-        close(lfd);
-        ASSERT_OK(tls_connection_new(sctx, e, afd, &callbacks, &s[0], &s[0].conn));
-        ASSERT_OK(tls_connection_new(cctx, e, cfd, &callbacks, &s[1], &s[1].conn));
-        ASSERT_TRUE(fixture_run_until_func(e, both_done, s, 10 * USEC_PER_SEC));
-}
+/* One end of a handshake: the fixture's record of its outcome, reason and peer. */
+typedef FixtureHandshake Side;
 
 static void sides_free(Side s[2]) {
         s[0].conn = tls_connection_free(s[0].conn);
@@ -167,7 +126,7 @@ TEST(mtls_matrix) {
                 have = make_client(&pki, table[i].client, &client_id);
                 cctx = fixture_client_context(&pki, have ? &client_id : NULL, SPIFFE_ROLE_CONTROLLER);
 
-                handshake(e, sctx, cctx, s);
+                fixture_tls_handshake(e, sctx, cctx, s);
                 if (table[i].accept) {
                         ASSERT_EQ(s[0].result, 0);
                         ASSERT_EQ(s[1].result, 0);
@@ -213,7 +172,7 @@ TEST(client_checks_server) {
                 pki_issue(&pki, table[i].server_role, "srv", 0, USEC_PER_HOUR, &server_id);
                 sctx = fixture_server_context(&pki, &server_id, SPIFFE_ROLE_CONNECTOR);
                 cctx = fixture_client_context(&pki, &client_id, SPIFFE_ROLE_CONTROLLER);
-                handshake(e, sctx, cctx, s);
+                fixture_tls_handshake(e, sctx, cctx, s);
                 if (table[i].accept)
                         ASSERT_EQ(s[1].result, 0);
                 else {
@@ -258,7 +217,7 @@ TEST(root_pin) {
                 ASSERT_OK(tls_context_new(TLS_MODE_CLIENT, &cctx));
                 ASSERT_OK(tls_context_set_root_pin(cctx, good ? pin : wrong));
                 ASSERT_OK(tls_context_set_peer_policy(cctx, &(TlsPeerPolicy) { .role = SPIFFE_ROLE_CONTROLLER }));
-                handshake(e, sctx, cctx, s);
+                fixture_tls_handshake(e, sctx, cctx, s);
                 if (good) {
                         ASSERT_EQ(s[1].result, 0);
                         ASSERT_EQ(s[0].result, 0);
@@ -293,7 +252,8 @@ TEST(handshake_timeout) {
 
         lfd = fixture_listen(&port);
         cfd = fixture_connect(port);
-        ASSERT_OK(tls_connection_new(sctx, e, fixture_accept(lfd), &callbacks, &s, &s.conn));
+        ASSERT_OK(tls_connection_new(sctx, e, fixture_accept(lfd), &fixture_handshake_callbacks, &s,
+                                     &s.conn));
         ASSERT_TRUE(fixture_run_until(e, &s.done, 5 * USEC_PER_SEC));
         ASSERT_EQ(s.result, -ETIMEDOUT);
         ASSERT_STRSTR(s.reason, "timed out");
@@ -323,7 +283,7 @@ TEST(hot_swap) {
         sctx = fixture_server_context(&pki, &server_a, SPIFFE_ROLE_CONNECTOR);
         cctx = fixture_client_context(&pki, &client_id, SPIFFE_ROLE_CONTROLLER);
 
-        handshake(e, sctx, cctx, old);
+        fixture_tls_handshake(e, sctx, cctx, old);
         ASSERT_EQ(old[0].result, 0);
         ASSERT_STRSTR(old[1].peer, "/controller/ctl-a");
 
@@ -333,7 +293,7 @@ TEST(hot_swap) {
         /* A key that does not match the certificate is refused and changes nothing. */
         ASSERT_FAIL(tls_context_set_identity(sctx, server_b.cert, server_b.chain, server_a.key));
 
-        handshake(e, sctx, cctx, fresh);
+        fixture_tls_handshake(e, sctx, cctx, fresh);
         ASSERT_EQ(fresh[0].result, 0);
         ASSERT_STRSTR(fresh[1].peer, "/controller/ctl-b");
 
