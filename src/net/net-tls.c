@@ -417,6 +417,10 @@ static int tls_context_build(TlsContext *c) {
                 (void) SSL_CTX_set_num_tickets(ctx, 0);
         SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER |
                                       SSL_MODE_RELEASE_BUFFERS);
+        /* Read ahead into a larger buffer: one read() then yields several records instead of two syscalls per
+         * 16 KiB record. RELEASE_BUFFERS still frees it whenever a connection goes idle. */
+        SSL_CTX_set_read_ahead(ctx, 1);
+        SSL_CTX_set_default_read_buffer_len(ctx, TLS_READ_BUFFER_SIZE);
         if (SSL_CTX_set1_groups_list(ctx, "X25519:P-256") != 1)
                 return crypto_error(EIO, "Failed to set key exchange groups");
 
@@ -749,7 +753,8 @@ ssize_t tls_connection_write(TlsConnection *c, const void *buf, size_t size) {
 
 bool tls_connection_has_pending(TlsConnection *c) {
         assert(c);
-        return c->state == TLS_STATE_ESTABLISHED && SSL_pending(c->ssl) > 0;
+        /* SSL_has_pending() also counts raw bytes read ahead but not yet decrypted, which epoll cannot see. */
+        return c->state == TLS_STATE_ESTABLISHED && SSL_has_pending(c->ssl) == 1;
 }
 
 int tls_connection_set_interest(TlsConnection *c, bool want_read, bool want_write) {

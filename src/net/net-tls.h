@@ -36,6 +36,8 @@
 #define TLS_HANDSHAKE_TIMEOUT_DEFAULT (10 * USEC_PER_SEC)
 /* Most exact SPIFFE IDs a peer policy may list. */
 #define TLS_POLICY_IDS_MAX 1024
+/* TLS read-ahead buffer per busy connection (released when idle). */
+#define TLS_READ_BUFFER_SIZE (64U * 1024U)
 /* Longest rejection reason kept for logging. */
 #define TLS_REASON_MAX 256
 
@@ -102,7 +104,8 @@ DEFINE_TRIVIAL_CLEANUP_FUNC(TlsConnection *, tls_connection_free);
 ssize_t tls_connection_read(TlsConnection *c, void *buf, size_t size);
 /* > 0 bytes written (may be partial), -EAGAIN, or another negative errno. */
 ssize_t tls_connection_write(TlsConnection *c, const void *buf, size_t size);
-/* Decrypted bytes already buffered inside TLS (readable without waiting for the socket). */
+/* Bytes already buffered inside TLS, decrypted or read ahead (readable without waiting for the socket: epoll
+ * will not report them). A reader that stops before -EAGAIN must come back without waiting for EPOLLIN. */
 bool tls_connection_has_pending(TlsConnection *c);
 /* What the owner wants to be woken up for. */
 int tls_connection_set_interest(TlsConnection *c, bool want_read, bool want_write);
