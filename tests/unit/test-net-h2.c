@@ -10,6 +10,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "bytequeue.h"
 #include "net-fixture.h"
 #include "net-h2.h"
 #include "tests.h"
@@ -656,7 +657,6 @@ TEST(abuse_continuation_flood) {
 
 /* ---- two of our own peers moving bulk data both ways at once ----------------------------------------- */
 
-#include "bytequeue.h"
 
 /* Server side: echoes a stream back, returning flow-control credit only for bytes it has forwarded. */
 typedef struct Pump {
@@ -713,6 +713,7 @@ static int pump_on_request(H2Session *s, H2Stream *st, const H2Headers *h, void 
 /* Client side: sends a generated body, counts and checks what comes back. */
 typedef struct Flow {
         size_t to_send, sent, received;
+        size_t allowed; /* send at most this much for now (0: no limit) */
         bool ok, closed;
 } Flow;
 
@@ -732,9 +733,12 @@ static int flow_on_data(H2Stream *st, const uint8_t *data, size_t size, void *us
 
 static ssize_t flow_read_body(H2Stream *st, uint8_t *buf, size_t size, bool *ret_eof, void *userdata) {
         Flow *f = userdata;
-        size_t n = MIN(size, f->to_send - f->sent);
+        size_t limit = f->allowed > 0 ? MIN(f->allowed, f->to_send) : f->to_send;
+        size_t n = MIN(size, limit - f->sent);
 
         if (n == 0) {
+                if (limit < f->to_send)
+                        return -EAGAIN; /* held back by the test */
                 *ret_eof = true;
                 return 0;
         }
@@ -832,6 +836,64 @@ TEST(terminate_from_inside_a_callback) {
         ASSERT_EQ(srv.n_requests, 1);
         ASSERT_LT(srv.close_error, 0);
         ASSERT_TRUE(req.closed);
+        h2_session_unref(cli.session);
+        h2_session_unref(srv.session);
+        fixture_env_done(&env);
+}
+
+static bool flow_received_1m(void *userdata) {
+        return ((Flow *) userdata)->received >= (1U << 20);
+}
+
+static bool flow_closed(void *userdata) {
+        return ((Flow *) userdata)->closed;
+}
+
+/* Hot swap of the server's certificate while a stream is open: the stream keeps flowing to its end on the old
+ * session, and a new connection is handshaken with the new certificate. */
+TEST(hot_swap_keeps_open_stream) {
+        static Server srv;
+        static Client cli;
+        static Flow flow;
+        FixtureHandshake h[2] = {};
+        TlsConnection *st, *ct;
+        H2Stream *stream = NULL;
+        Identity renewed;
+        FixtureEnv env;
+
+        fixture_env_init(&env);
+        n_pumps = 0;
+        fixture_env_tls_pair(&env, &st, &ct);
+        ASSERT_OK(h2_session_new(st, NULL, &(H2SessionCallbacks) { .on_request = pump_on_request, .on_close = server_on_close },
+                                 &srv, &srv.session));
+        ASSERT_OK(h2_session_new(ct, NULL, &client_callbacks, &cli, &cli.session));
+        flow = (Flow) { .to_send = 4U << 20, .allowed = 1U << 20, .ok = true };
+        ASSERT_OK(h2_session_open_stream(cli.session, request_headers, ELEMENTSOF(request_headers), false,
+                                         &flow_callbacks, &flow, &stream));
+        ASSERT_TRUE(fixture_run_until_func(env.event, flow_received_1m, &flow, 10 * USEC_PER_SEC));
+
+        /* Renewal: a new certificate for the same identity, set while the stream is mid-way. */
+        pki_issue(&env.pki, SPIFFE_ROLE_CONNECTOR, "conn-1", 0, 2 * USEC_PER_HOUR, &renewed);
+        ASSERT_OK(tls_context_set_identity(env.server_ctx, renewed.cert, renewed.chain, renewed.key));
+
+        /* A new connection sees the new certificate... */
+        fixture_tls_handshake(env.event, env.server_ctx, env.client_ctx, h);
+        ASSERT_EQ(h[0].result, 0);
+        ASSERT_EQ(h[1].result, 0);
+        X509 *presented = tls_connection_get_peer_certificate(h[1].conn);
+        ASSERT_NOT_NULL(presented);
+        ASSERT_EQ(X509_cmp(presented, renewed.cert), 0);
+        /* ...while the open stream finishes on the old session, every byte intact. */
+        flow.allowed = 0;
+        ASSERT_OK(h2_stream_resume(stream));
+        ASSERT_TRUE(fixture_run_until_func(env.event, flow_closed, &flow, 20 * USEC_PER_SEC));
+        ASSERT_TRUE(flow.ok);
+        ASSERT_EQ(flow.received, 4U << 20);
+        ASSERT_FALSE(srv.closed);
+
+        tls_connection_free(h[0].conn);
+        tls_connection_free(h[1].conn);
+        identity_done(&renewed);
         h2_session_unref(cli.session);
         h2_session_unref(srv.session);
         fixture_env_done(&env);
