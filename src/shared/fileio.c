@@ -219,21 +219,21 @@ static int write_tmpfile(int dfd, const char *base, const void *data, size_t siz
         return 0;
 }
 
-static int write_mkostemp(int dfd, const char *dir, const char *base, const void *data, size_t size,
-                          mode_t mode) {
-        _cleanup_free_ char *path = NULL;
+/* Fallback without O_TMPFILE: a hidden file created relative to dfd (never by path, so a directory swapped
+ * in between cannot redirect it), 0600 until fill_file() sets the final mode, removed on any failure. */
+static int write_named_tmp(int dfd, const char *base, const void *data, size_t size, mode_t mode) {
         _cleanup_close_ int fd = -EBADF;
-        const char *tmp;
+        char tmp[256];
         int r;
 
-        /* Cut like tmp_name() does, so that the name stays below NAME_MAX. */
-        if (asprintf(&path, "%s/.#%.200s.XXXXXX", dir, base) < 0)
-                return -ENOMEM;
-        /* mkostemp() creates the file with mode 0600 regardless of umask: no window with looser bits. */
-        fd = mkostemp(path, O_CLOEXEC);
-        if (fd < 0)
-                return -errno;
-        tmp = strrchr(path, '/') + 1;
+        for (unsigned attempt = 0;; attempt++) {
+                tmp_name(tmp, sizeof(tmp), base);
+                fd = openat(dfd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+                if (fd >= 0)
+                        break;
+                if (errno != EEXIST || attempt >= 16)
+                        return -errno;
+        }
 
         r = fill_file(fd, data, size, mode);
         if (r >= 0 && renameat(dfd, tmp, dfd, base) < 0)
@@ -275,12 +275,13 @@ int write_file_atomic(const char *path, const void *data, size_t size, mode_t mo
         r = write_tmpfile(dfd, base, data, size, mode);
         if (r == -EOPNOTSUPP) {
                 log_debug("O_TMPFILE not usable in '%s', falling back to a named temporary file.", dir);
-                r = write_mkostemp(dfd, dir, base, data, size, mode);
+                r = write_named_tmp(dfd, base, data, size, mode);
         }
         if (r < 0)
                 return r;
 
-        /* The rename is durable only once the directory entry is on disk. */
+        /* The rename is durable only once the directory entry is on disk. A failure here comes after the
+         * replacement: path already holds the new content, it is just not known to survive a power loss. */
         if (fsync(dfd) < 0)
                 return -errno;
         return 0;

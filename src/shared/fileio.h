@@ -21,7 +21,9 @@ int read_full_file(const char *path, size_t max_size, char **ret, size_t *ret_si
 int read_full_file_secret(const char *path, size_t max_size, char **ret, size_t *ret_size);
 
 /* Replaces path with data atomically: writes a temporary file in the same directory (O_TMPFILE when the
- * file system supports it, else a hidden mkostemp() file), sets mode with fchmod() before any data is
- * written, writes everything, fsync()s, renames it over path and fsync()s the directory. On failure the
- * temporary file is removed and path is left as it was. */
+ * file system supports it, else a hidden file created relative to the directory fd), sets mode with fchmod()
+ * before any data is written, writes everything, fsync()s, renames it over path and fsync()s the directory.
+ * On failure before the rename the temporary file is removed and path is left as it was; only a failure of
+ * the final directory fsync() comes after the replacement (path then holds the new content, not yet known
+ * to be durable). A crash at any point leaves the old or the new content. */
 int write_file_atomic(const char *path, const void *data, size_t size, mode_t mode);
