@@ -212,6 +212,9 @@ static const struct {
         { "w", USEC_PER_WEEK },
         { "week", USEC_PER_WEEK },
         { "weeks", USEC_PER_WEEK },
+        { "y", USEC_PER_YEAR },         /* 365.25 days, as format_timespan() prints it */
+        { "year", USEC_PER_YEAR },
+        { "years", USEC_PER_YEAR },
 };
 
 static int time_unit_lookup(const char *s, size_t n, usec_t *ret) {

@@ -130,6 +130,8 @@ TEST(parse_sec) {
                 { "500ms", 0, 500 * USEC_PER_MSEC },
                 { "2d", 0, 2 * USEC_PER_DAY },
                 { "1w", 0, USEC_PER_WEEK },
+                { "10y", 0, 10 * USEC_PER_YEAR },
+                { "1year 2years", 0, 3 * USEC_PER_YEAR },
                 { "10us", 0, 10 },
                 { "42", 0, 42 * USEC_PER_SEC },
                 { "0", 0, 0 },
