@@ -188,22 +188,28 @@ static int run_one(const struct test *t, bool nofork) {
                 return 0;
         }
 
+        /* The parent makes the case's directory and removes it after the child is gone, so that a case that
+         * aborts on a failed assertion leaves nothing behind either. */
+        (void) test_tmpdir();
         fflush(stdout);
         fflush(stderr);
         pid = fork();
         if (pid < 0) {
                 fprintf(stderr, "# fork: %m\n");
+                tmpdir_cleanup();
                 return 1;
         }
         if (pid == 0) {
                 t->func();
-                tmpdir_cleanup();
                 /* exit(), not _exit(): LeakSanitizer checks for leaks from an atexit handler. */
                 exit(0);
         }
         while (waitpid(pid, &status, 0) < 0)
-                if (errno != EINTR)
+                if (errno != EINTR) {
+                        tmpdir_cleanup();
                         return 1;
+                }
+        tmpdir_cleanup();
         if (WIFEXITED(status))
                 return WEXITSTATUS(status);
         fprintf(stderr, "# %s: killed by signal %s\n", t->name, strsignal(WTERMSIG(status)));
