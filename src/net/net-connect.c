@@ -201,7 +201,8 @@ static void pipe_write(ConnectPipe *p) {
 static void pipe_read(ConnectPipe *p) {
         ssize_t n;
 
-        n = byte_queue_read_fd(&p->up, p->fd, CONNECT_BUFFER_MAX);
+        /* Read in chunks: a queue holding a few bytes must not pin a CONNECT_BUFFER_MAX allocation. */
+        n = byte_queue_read_fd(&p->up, p->fd, CONNECT_READ_CHUNK);
         if (n == -EAGAIN || n == -EINTR)
                 return;
         if (n == -ENOBUFS)
@@ -502,6 +503,11 @@ int connect_pipe_accept(H2Stream *stream, int fd, const ConnectPipeCallbacks *ca
         /* The response is only queued: no callback can run before the stream is ours. */
         h2_stream_set_callbacks(stream, &pipe_stream_callbacks, p);
         p->stream = stream;
+        /* END_STREAM may have come while the target was being dialed: the target gets its FIN now. */
+        if (h2_stream_is_peer_ended(stream)) {
+                p->peer_ended = true;
+                pipe_write(p);
+        }
 
         if (ret)
                 *ret = p;

@@ -34,6 +34,8 @@
 
 /* Most bytes read from the socket and not yet taken by HTTP/2 (socket → peer direction). */
 #define CONNECT_BUFFER_MAX (256U * 1024U)
+/* Most bytes read from the socket at once. */
+#define CONNECT_READ_CHUNK (64U * 1024U)
 /* Most bytes received from the peer and not yet written to the socket. Flow control keeps this at or below
  * our stream window, so sessions carrying CONNECT streams must not advertise a larger stream window; a
  * peer overrunning it has its stream reset. */

@@ -31,6 +31,9 @@ struct H2Stream {
         size_t unconsumed; /* received DATA bytes not yet given back with h2_stream_consume() */
         bool has_provider;
         bool refused;
+        bool callbacks_set;     /* an owner has attached (client streams: always) */
+        bool got_final_response; /* client: a non-1xx response header block arrived; later blocks are trailers */
+        bool peer_ended;        /* END_STREAM received */
 
         H2Stream *prev, *next;
 };
@@ -499,8 +502,25 @@ static int on_frame_recv(nghttp2_session *ngh, const nghttp2_frame *frame, void 
                                                                          NGHTTP2_REFUSED_STREAM);
                                 }
                         } else if (st->callbacks.on_headers) {
-                                bool trailers = frame->headers.cat == NGHTTP2_HCAT_HEADERS;
+                                bool trailers;
 
+                                /* After an interim (1xx) response nghttp2 files the final response under
+                                 * NGHTTP2_HCAT_HEADERS too, so the category cannot tell trailers from it. */
+                                if (s->server)
+                                        trailers = frame->headers.cat == NGHTTP2_HCAT_HEADERS;
+                                else if (st->got_final_response)
+                                        trailers = true;
+                                else {
+                                        const char *status = h2_headers_get(&h, ":status");
+
+                                        if (status && status[0] == '1') {
+                                                /* Interim: nobody here acts on 1xx; wait for the final one. */
+                                                stream_clear_headers(st);
+                                                return 0;
+                                        }
+                                        st->got_final_response = true;
+                                        trailers = false;
+                                }
                                 r = st->callbacks.on_headers(st, &h, trailers, st->userdata);
                                 if (r < 0) {
                                         st->refused = true; /* no on_data/on_end after our reset */
@@ -510,13 +530,19 @@ static int on_frame_recv(nghttp2_session *ngh, const nghttp2_frame *frame, void 
                         }
                         stream_clear_headers(st);
                 }
-                if ((frame->hd.flags & NGHTTP2_FLAG_END_STREAM) && !st->refused && st->callbacks.on_end)
-                        st->callbacks.on_end(st, st->userdata);
+                if (frame->hd.flags & NGHTTP2_FLAG_END_STREAM) {
+                        st->peer_ended = true;
+                        if (!st->refused && st->callbacks.on_end)
+                                st->callbacks.on_end(st, st->userdata);
+                }
                 return 0;
         case NGHTTP2_DATA:
                 st = stream_of(s, frame->hd.stream_id);
-                if (st && (frame->hd.flags & NGHTTP2_FLAG_END_STREAM) && !st->refused && st->callbacks.on_end)
-                        st->callbacks.on_end(st, st->userdata);
+                if (st && (frame->hd.flags & NGHTTP2_FLAG_END_STREAM)) {
+                        st->peer_ended = true;
+                        if (!st->refused && st->callbacks.on_end)
+                                st->callbacks.on_end(st, st->userdata);
+                }
                 return 0;
         default:
                 return 0;
@@ -530,8 +556,14 @@ static int on_data_chunk(nghttp2_session *ngh, uint8_t flags, int32_t stream_id,
         int r;
 
         if (!st || st->refused || !st->callbacks.on_data) {
-                /* Nobody will consume these: give the credit back at once. */
+                /* Nobody will consume these: give the credit back at once. Body bytes for a request whose
+                 * owner has not attached yet (a CONNECT still dialing) would be lost without a trace: refuse
+                 * the stream instead, so the peer learns of it. */
                 (void) nghttp2_session_consume(ngh, stream_id, len);
+                if (st && !st->refused && !st->callbacks_set) {
+                        st->refused = true;
+                        (void) nghttp2_submit_rst_stream(ngh, NGHTTP2_FLAG_NONE, stream_id, NGHTTP2_REFUSED_STREAM);
+                }
                 return 0;
         }
         st->unconsumed += len;
@@ -849,7 +881,7 @@ int h2_session_open_stream(H2Session *s, const H2Header *headers, size_t n_heade
 
         if (s->server)
                 return -EOPNOTSUPP;
-        if (s->finished || s->closing)
+        if (s->finished || s->closing || s->terminating || s->freeing)
                 return -ENOTCONN;
         if (s->n_streams >= nghttp2_session_get_remote_settings(s->ngh, NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS))
                 return -EBUSY;
@@ -864,6 +896,7 @@ int h2_session_open_stream(H2Session *s, const H2Header *headers, size_t n_heade
         }
         st->callbacks = *callbacks;
         st->userdata = userdata;
+        st->callbacks_set = true;
         st->has_provider = !end_stream;
         provider = (nghttp2_data_provider) { .source.ptr = st, .read_callback = data_source_read };
 
@@ -886,6 +919,12 @@ void h2_stream_set_callbacks(H2Stream *st, const H2StreamCallbacks *callbacks, v
         assert(callbacks);
         st->callbacks = *callbacks;
         st->userdata = userdata;
+        st->callbacks_set = true;
+}
+
+bool h2_stream_is_peer_ended(const H2Stream *st) {
+        assert(st);
+        return st->peer_ended;
 }
 
 int h2_stream_respond(H2Stream *st, const H2Header *headers, size_t n_headers, bool has_body) {

@@ -123,7 +123,11 @@ size_t h2_session_get_reserved(const H2Session *s);
 int h2_session_open_stream(H2Session *s, const H2Header *headers, size_t n_headers, bool end_stream,
                            const H2StreamCallbacks *callbacks, void *userdata, H2Stream **ret);
 
+/* Attaches the stream's owner. Until a server stream has one, body DATA from the peer makes us refuse the
+ * stream (REFUSED_STREAM) rather than drop it unseen; END_STREAM is remembered (h2_stream_is_peer_ended()). */
 void h2_stream_set_callbacks(H2Stream *st, const H2StreamCallbacks *callbacks, void *userdata);
+/* The peer has sent END_STREAM (possibly before an owner attached). */
+bool h2_stream_is_peer_ended(const H2Stream *st);
 /* Server: sends the response header block; has_body = false ends the stream. */
 int h2_stream_respond(H2Stream *st, const H2Header *headers, size_t n_headers, bool has_body);
 /* Trailers sent after the body instead of END_STREAM on the last DATA frame (gRPC status). Set them before

@@ -97,8 +97,9 @@ typedef enum ListenerState {
 typedef struct ListenerCallbacks {
         /* A new connection, fd owned by the callee (NONBLOCK, CLOEXEC), peer its address. Return >= 0 when
          * the connection is kept: it counts towards the cap until listener_connection_closed(). Return < 0
-         * when it was dropped (fd closed by the callee): it does not count. The listener may be freed from
-         * here. Required. */
+         * when it was dropped (fd closed by the callee): it does not count — so do not ALSO call
+         * listener_connection_closed() for it, or the count is decremented twice and the cap drifts up.
+         * The listener may be freed from here. Required. */
         int (*on_accept)(Listener *l, int fd, const struct sockaddr_storage *peer, void *userdata);
         /* Accepting failed: called once when the listener becomes THROTTLED (-EMFILE, -ENFILE, -ENOBUFS,
          * -ENOMEM; not again until an accept succeeds) so the owner can warn, and once when it becomes

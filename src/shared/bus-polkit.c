@@ -362,6 +362,23 @@ int bus_verify_polkit_async(
         if (!sd_bus_get_event(bus))
                 return sd_bus_error_set_errnof(error, EOPNOTSUPP, "Bus is not attached to an event loop.");
 
+        /* Per caller first, so that one local user holding queries open cannot lock everyone else out. */
+        if (*registry) {
+                size_t mine = 0;
+
+                for (PolkitQuery *q = (*registry)->queries; q; q = q->next) {
+                        const char *other = sd_bus_message_get_sender(q->request);
+
+                        if (other && streq(other, sender))
+                                mine++;
+                }
+                if (mine >= POLKIT_QUERIES_PER_SENDER_MAX) {
+                        log_debug("Too many pending polkit queries from %s, refusing '%s'.", sender, action);
+                        (void) sd_bus_error_set(error, SD_BUS_ERROR_LIMITS_EXCEEDED,
+                                                "Too many authorization requests in flight from this caller.");
+                        return -EBUSY;
+                }
+        }
         if (polkit_registry_n_queries(*registry) >= POLKIT_QUERIES_MAX) {
                 log_debug("Too many pending polkit queries, refusing '%s' from %s.", action, sender);
                 (void) sd_bus_error_set(error, SD_BUS_ERROR_LIMITS_EXCEEDED,

@@ -28,6 +28,8 @@
 /* Queries a registry holds at once (asked, or answered and waiting for the re-dispatch). Beyond: -EBUSY
  * with SD_BUS_ERROR_LIMITS_EXCEEDED, so a flood of calls cannot grow memory or load polkit unboundedly. */
 #define POLKIT_QUERIES_MAX 64U
+/* …of which one caller (unique bus name) may hold at most this many. */
+#define POLKIT_QUERIES_PER_SENDER_MAX 16U
 /* Key/value pairs in `details`. */
 #define POLKIT_DETAILS_MAX 32U
 /* Longest polkit action id ("org.ztna.controller.revoke-agent"). */

@@ -238,20 +238,16 @@ int kek_load(const char *cred_name, const char *fallback_path, uint8_t ret[stati
 
 int kek_generate_file(const char *path) {
         uint8_t key[KEK_SIZE];
-        struct stat st;
         int r;
 
         assert(path);
 
-        /* lstat(): a dangling symlink counts as existing, write_file_atomic() would replace it. */
-        if (lstat(path, &st) >= 0)
-                return -EEXIST;
-        if (errno != ENOENT)
-                return -errno;
-
+        /* Create-only, decided by the kernel at the moment of linking: a key already there (even as a
+         * dangling symlink), or one a racing generator just wrote, is never replaced — identities may already
+         * be sealed with it. */
         r = random_bytes(key, sizeof(key));
         if (r >= 0)
-                r = write_file_atomic(path, key, sizeof(key), 0600);
+                r = write_file_atomic_full(path, key, sizeof(key), 0600, WRITE_FILE_NOREPLACE);
         explicit_bzero(key, sizeof(key));
         if (r < 0)
                 return log_debug_errno(r, "Failed to create key file '%s': %m", path);

@@ -187,7 +187,7 @@ static void tmp_name(char *buf, size_t size, const char *base) {
 
 /* O_TMPFILE: the file has no name until it is complete, so a crash never leaves a partial file behind.
  * Returns -EOPNOTSUPP when the file system or kernel cannot do it, so that the caller falls back. */
-static int write_tmpfile(int dfd, const char *base, const void *data, size_t size, mode_t mode) {
+static int write_tmpfile(int dfd, const char *base, const void *data, size_t size, mode_t mode, bool replace) {
         _cleanup_close_ int fd = -EBADF;
         char tmp[256], proc[64];
         int r;
@@ -205,6 +205,12 @@ static int write_tmpfile(int dfd, const char *base, const void *data, size_t siz
 
         /* Linking by /proc path works without CAP_DAC_READ_SEARCH, unlike AT_EMPTY_PATH. */
         snprintf(proc, sizeof(proc), "/proc/self/fd/%i", fd);
+        if (!replace) {
+                /* Straight to the final name: linkat() fails with EEXIST if anything is there, atomically. */
+                if (linkat(AT_FDCWD, proc, dfd, base, AT_SYMLINK_FOLLOW) < 0)
+                        return errno == ENOENT ? -EOPNOTSUPP : -errno;
+                return 0;
+        }
         tmp_name(tmp, sizeof(tmp), base);
         if (linkat(AT_FDCWD, proc, dfd, tmp, AT_SYMLINK_FOLLOW) < 0) {
                 if (errno == ENOENT) /* no /proc */
@@ -221,7 +227,7 @@ static int write_tmpfile(int dfd, const char *base, const void *data, size_t siz
 
 /* Fallback without O_TMPFILE: a hidden file created relative to dfd (never by path, so a directory swapped
  * in between cannot redirect it), 0600 until fill_file() sets the final mode, removed on any failure. */
-static int write_named_tmp(int dfd, const char *base, const void *data, size_t size, mode_t mode) {
+static int write_named_tmp(int dfd, const char *base, const void *data, size_t size, mode_t mode, bool replace) {
         _cleanup_close_ int fd = -EBADF;
         char tmp[256];
         int r;
@@ -236,7 +242,7 @@ static int write_named_tmp(int dfd, const char *base, const void *data, size_t s
         }
 
         r = fill_file(fd, data, size, mode);
-        if (r >= 0 && renameat(dfd, tmp, dfd, base) < 0)
+        if (r >= 0 && renameat2(dfd, tmp, dfd, base, replace ? 0 : RENAME_NOREPLACE) < 0)
                 r = -errno;
         if (r < 0)
                 (void) unlinkat(dfd, tmp, 0);
@@ -244,6 +250,10 @@ static int write_named_tmp(int dfd, const char *base, const void *data, size_t s
 }
 
 int write_file_atomic(const char *path, const void *data, size_t size, mode_t mode) {
+        return write_file_atomic_full(path, data, size, mode, 0);
+}
+
+int write_file_atomic_full(const char *path, const void *data, size_t size, mode_t mode, WriteFileFlags flags) {
         _cleanup_free_ char *dir = NULL;
         _cleanup_close_ int dfd = -EBADF;
         const char *base, *slash;
@@ -272,10 +282,10 @@ int write_file_atomic(const char *path, const void *data, size_t size, mode_t mo
         if (dfd < 0)
                 return -errno;
 
-        r = write_tmpfile(dfd, base, data, size, mode);
+        r = write_tmpfile(dfd, base, data, size, mode, !(flags & WRITE_FILE_NOREPLACE));
         if (r == -EOPNOTSUPP) {
                 log_debug("O_TMPFILE not usable in '%s', falling back to a named temporary file.", dir);
-                r = write_named_tmp(dfd, base, data, size, mode);
+                r = write_named_tmp(dfd, base, data, size, mode, !(flags & WRITE_FILE_NOREPLACE));
         }
         if (r < 0)
                 return r;

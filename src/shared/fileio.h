@@ -27,3 +27,10 @@ int read_full_file_secret(const char *path, size_t max_size, char **ret, size_t 
  * the final directory fsync() comes after the replacement (path then holds the new content, not yet known
  * to be durable). A crash at any point leaves the old or the new content. */
 int write_file_atomic(const char *path, const void *data, size_t size, mode_t mode);
+
+typedef enum WriteFileFlags {
+        WRITE_FILE_NOREPLACE = 1 << 0, /* create only: -EEXIST if anything (even a dangling symlink) is at path,
+                                        * decided atomically by the kernel, never by an earlier check */
+} WriteFileFlags;
+
+int write_file_atomic_full(const char *path, const void *data, size_t size, mode_t mode, WriteFileFlags flags);

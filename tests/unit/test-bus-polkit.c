@@ -740,37 +740,78 @@ TEST(invalid_action_or_details) {
         fixture_done(&f);
 }
 
-static bool release_when_full(Fixture *f, void *userdata) {
-        Client *c = userdata;
+/* Several clients (each its own bus connection, so its own unique name) and when to release polkit. */
+typedef struct Crowd {
+        Client clients[8];
+        size_t n;
+        unsigned want_asked, want_refused;
+} Crowd;
 
-        /* Every slot taken and the one extra call refused: now let polkit answer them all at once. */
-        if (!f->released && f->n_asked == POLKIT_QUERIES_MAX && f->n_refused == 1) {
-                ASSERT_EQ(polkit_registry_n_queries(f->registry), POLKIT_QUERIES_MAX);
+static bool release_when_full(Fixture *f, void *userdata) {
+        Crowd *crowd = userdata;
+        bool all = true;
+
+        /* Every slot the limits allow is taken and the excess refused: now let polkit answer them all. */
+        if (!f->released && f->n_asked == crowd->want_asked && f->n_refused == crowd->want_refused) {
+                ASSERT_EQ(polkit_registry_n_queries(f->registry), crowd->want_asked);
                 mock_call(f, "ReleaseHangingCalls", "");
                 f->released = true;
         }
-        return client_exited(f, c);
+        for (size_t i = 0; i < crowd->n; i++)
+                all = client_exited(f, &crowd->clients[i]) && all;
+        return all;
 }
 
-TEST(concurrent_calls_are_bounded_and_all_answered) {
-        Fixture f;
-        Client c;
+/* One caller cannot hold more than POLKIT_QUERIES_PER_SENDER_MAX queries: the rest are refused at once. */
+TEST(one_caller_is_bounded) {
+        Crowd crowd = { .n = 1, .want_asked = POLKIT_QUERIES_PER_SENDER_MAX, .want_refused = 1 };
         ClientResult res;
+        Fixture f;
 
         fixture_start(&f, MOCK_POLKITD);
         mock_call(&f, "SetAllowed", "as", 1, TEST_ACTION);
         mock_call(&f, "SimulateHangActions", "as", 1, TEST_ACTION);
 
-        client_start(&f, &c, unprivileged_uid(), POLKIT_QUERIES_MAX + 1, false);
-        fixture_run(&f, release_when_full, &c);
-        client_result(&c, &res);
+        client_start(&f, &crowd.clients[0], unprivileged_uid(), POLKIT_QUERIES_PER_SENDER_MAX + 1, false);
+        fixture_run(&f, release_when_full, &crowd);
+        client_result(&crowd.clients[0], &res);
 
-        ASSERT_EQ(f.max_queries, POLKIT_QUERIES_MAX);
-        ASSERT_EQ(res.n_ok, POLKIT_QUERIES_MAX);
+        ASSERT_EQ(f.max_queries, POLKIT_QUERIES_PER_SENDER_MAX);
+        ASSERT_EQ(res.n_ok, POLKIT_QUERIES_PER_SENDER_MAX);
         ASSERT_EQ(res.n_errors, 1);
         ASSERT_STREQ(res.errors[0], SD_BUS_ERROR_LIMITS_EXCEEDED);
         ASSERT_EQ(f.last_error, -EBUSY);
-        ASSERT_EQ(f.n_asked, POLKIT_QUERIES_MAX);
+        ASSERT_EQ(polkit_registry_n_queries(f.registry), 0);
+        fixture_done(&f);
+}
+
+/* Many callers together are bounded by POLKIT_QUERIES_MAX, and every admitted call is answered. */
+TEST(concurrent_calls_are_bounded_and_all_answered) {
+        const size_t n = POLKIT_QUERIES_MAX / POLKIT_QUERIES_PER_SENDER_MAX + 1; /* one caller too many */
+        Crowd crowd = { .n = n, .want_asked = POLKIT_QUERIES_MAX, .want_refused = POLKIT_QUERIES_PER_SENDER_MAX };
+        size_t ok = 0, refused = 0;
+        Fixture f;
+
+        ASSERT_LE(n, ELEMENTSOF(crowd.clients));
+        fixture_start(&f, MOCK_POLKITD);
+        mock_call(&f, "SetAllowed", "as", 1, TEST_ACTION);
+        mock_call(&f, "SimulateHangActions", "as", 1, TEST_ACTION);
+
+        for (size_t i = 0; i < n; i++)
+                client_start(&f, &crowd.clients[i], unprivileged_uid(), POLKIT_QUERIES_PER_SENDER_MAX, false);
+        fixture_run(&f, release_when_full, &crowd);
+        for (size_t i = 0; i < n; i++) {
+                ClientResult res;
+
+                client_result(&crowd.clients[i], &res);
+                ok += res.n_ok;
+                refused += res.n_errors;
+                for (size_t j = 0; j < res.n_errors; j++)
+                        ASSERT_STREQ(res.errors[j], SD_BUS_ERROR_LIMITS_EXCEEDED);
+        }
+        ASSERT_EQ(f.max_queries, POLKIT_QUERIES_MAX);
+        ASSERT_EQ(ok, POLKIT_QUERIES_MAX);
+        ASSERT_EQ(refused, POLKIT_QUERIES_PER_SENDER_MAX);
         ASSERT_EQ(f.n_authorized, POLKIT_QUERIES_MAX);
         ASSERT_EQ(polkit_registry_n_queries(f.registry), 0);
         fixture_done(&f);

@@ -311,3 +311,26 @@ TEST(write_refuses_bad_arguments) {
         ASSERT_ERROR(write_file_atomic(p, "a", 1, 0600), EINVAL);
         ASSERT_STREQ(dir_listing(test_tmpdir()), "");
 }
+
+TEST(write_noreplace_creates_only) {
+        char path[512], link[512], *c = NULL;
+        size_t n = 0;
+
+        snprintf(path, sizeof(path), "%s/key", test_tmpdir());
+        ASSERT_OK(write_file_atomic_full(path, "first", 5, 0600, WRITE_FILE_NOREPLACE));
+        /* Something is there: refused, and the content is untouched. */
+        ASSERT_ERROR(write_file_atomic_full(path, "second", 6, 0600, WRITE_FILE_NOREPLACE), EEXIST);
+        ASSERT_OK(read_full_file(path, 0, &c, &n));
+        ASSERT_STREQ(c, "first");
+        free(c);
+        /* A dangling symlink counts as something: never followed, never replaced. */
+        snprintf(link, sizeof(link), "%s/dangling", test_tmpdir());
+        ASSERT_TRUE(symlink("/nonexistent/target", link) == 0);
+        ASSERT_ERROR(write_file_atomic_full(link, "x", 1, 0600, WRITE_FILE_NOREPLACE), EEXIST);
+        ASSERT_TRUE(access("/nonexistent/target", F_OK) < 0);
+        /* Without the flag the same path is replaced, as before. */
+        ASSERT_OK(write_file_atomic(path, "second", 6, 0600));
+        ASSERT_OK(read_full_file(path, 0, &c, &n));
+        ASSERT_STREQ(c, "second");
+        free(c);
+}

@@ -898,3 +898,108 @@ TEST(hot_swap_keeps_open_stream) {
         h2_session_unref(srv.session);
         fixture_env_done(&env);
 }
+
+/* ---- interim responses and requests nobody has taken yet ---------------------------------------------- */
+
+/* A raw-frame server answering stream 1 with 103 Early Hints, then 200 and a body: the client must report
+ * the final 200 (after a 1xx, nghttp2 files the final response like trailers). */
+TEST(interim_response_then_final) {
+        static Client cli;
+        static Request req;
+        uint8_t block[256];
+        TlsConnection *st, *ct;
+        FixtureEnv env;
+        Raw *r;
+        ssize_t l;
+
+        fixture_env_init(&env);
+        fixture_env_tls_pair(&env, &st, &ct);
+        ASSERT_OK(h2_session_new(ct, NULL, &client_callbacks, &cli, &cli.session));
+        r = calloc(1, sizeof(Raw));
+        ASSERT_NOT_NULL(r);
+        r->tls = st;
+        ASSERT_TRUE(nghttp2_hd_deflate_new(&r->deflater, 4096) == 0);
+        tls_connection_set_callbacks(st, &raw_callbacks, r);
+        (void) tls_connection_set_interest(st, true, false);
+
+        req = (Request) { .end_after_body = true };
+        ASSERT_OK(h2_session_open_stream(cli.session, request_headers, ELEMENTSOF(request_headers), true,
+                                         &request_callbacks, &req, NULL));
+        run_for(env.event, 100 * USEC_PER_MSEC);
+
+        raw_frame(r, NGHTTP2_SETTINGS, 0, 0, NULL, 0);
+        raw_frame(r, NGHTTP2_SETTINGS, NGHTTP2_FLAG_ACK, 0, NULL, 0);
+        l = nghttp2_hd_deflate_hd(r->deflater, block, sizeof(block),
+                                  (nghttp2_nv[]) { { (uint8_t *) ":status", (uint8_t *) "103", 7, 3, 0 } }, 1);
+        ASSERT_GT(l, 0);
+        raw_frame(r, NGHTTP2_HEADERS, NGHTTP2_FLAG_END_HEADERS, 1, block, (size_t) l);
+        l = nghttp2_hd_deflate_hd(r->deflater, block, sizeof(block),
+                                  (nghttp2_nv[]) { { (uint8_t *) ":status", (uint8_t *) "200", 7, 3, 0 } }, 1);
+        ASSERT_GT(l, 0);
+        raw_frame(r, NGHTTP2_HEADERS, NGHTTP2_FLAG_END_HEADERS, 1, block, (size_t) l);
+        raw_frame(r, NGHTTP2_DATA, NGHTTP2_FLAG_END_STREAM, 1, "hi", 2);
+        raw_flush(r, env.event);
+
+        ASSERT_TRUE(fixture_run_until(env.event, &req.ended, 5 * USEC_PER_SEC));
+        ASSERT_STREQ(req.status, "200");
+        ASSERT_EQ(req.response_len, 2);
+        ASSERT_MEMEQ(req.response, "hi", 2);
+
+        raw_free(r);
+        h2_session_unref(cli.session);
+        fixture_env_done(&env);
+}
+
+/* A server that takes its time before attaching to a request (a CONNECT still dialing its target). */
+typedef struct Pending {
+        H2Stream *stream;
+        unsigned n;
+} Pending;
+
+static int pending_on_request(H2Session *s, H2Stream *st, const H2Headers *h, void *userdata) {
+        Pending *p = userdata;
+
+        p->stream = st;
+        p->n++;
+        return 0; /* no owner attached yet, no response yet */
+}
+
+static bool pending_seen(void *userdata) {
+        return ((Pending *) userdata)->n > 0;
+}
+
+TEST(requests_without_an_owner_yet) {
+        static Client cli;
+        static Request with_body, bodyless;
+        static Pending pending;
+        static uint8_t body[] = "early bytes";
+        TlsConnection *st, *ct;
+        H2Session *srv = NULL;
+        FixtureEnv env;
+
+        fixture_env_init(&env);
+        fixture_env_tls_pair(&env, &st, &ct);
+        ASSERT_OK(h2_session_new(st, NULL, &(H2SessionCallbacks) { .on_request = pending_on_request }, &pending, &srv));
+        ASSERT_OK(h2_session_new(ct, NULL, &client_callbacks, &cli, &cli.session));
+
+        /* Body bytes before anyone can take them: the stream is refused, not silently emptied. */
+        with_body = (Request) { .body = body, .body_len = sizeof(body) - 1, .end_after_body = true };
+        ASSERT_OK(h2_session_open_stream(cli.session, request_headers, ELEMENTSOF(request_headers), false,
+                                         &request_callbacks, &with_body, NULL));
+        ASSERT_TRUE(fixture_run_until(env.event, &with_body.closed, 5 * USEC_PER_SEC));
+        ASSERT_EQ(with_body.close_code, H2_REFUSED_STREAM);
+
+        /* END_STREAM before anyone attached is remembered for the owner that comes later. */
+        pending = (Pending) {};
+        bodyless = (Request) {};
+        ASSERT_OK(h2_session_open_stream(cli.session, request_headers, ELEMENTSOF(request_headers), true,
+                                         &request_callbacks, &bodyless, NULL));
+        ASSERT_TRUE(fixture_run_until_func(env.event, pending_seen, &pending, 5 * USEC_PER_SEC));
+        run_for(env.event, 50 * USEC_PER_MSEC);
+        ASSERT_TRUE(h2_stream_is_peer_ended(pending.stream));
+        ASSERT_FALSE(bodyless.closed);
+
+        h2_session_unref(cli.session);
+        h2_session_unref(srv);
+        fixture_env_done(&env);
+}
