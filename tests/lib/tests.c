@@ -165,6 +165,38 @@ char *test_read_file(const char *path, size_t *ret_size) {
         return buf;
 }
 
+static int capture_fd = -1, saved_stderr = -1;
+
+void test_capture_stderr_begin(void) {
+        char path[512];
+
+        snprintf(path, sizeof(path), "%s/.stderr", test_tmpdir());
+        capture_fd = open(path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+        if (capture_fd < 0)
+                test_fail(__FILE__, __LINE__, "open '%s': %m", path);
+        fflush(stderr);
+        saved_stderr = dup(STDERR_FILENO);
+        if (saved_stderr < 0 || dup2(capture_fd, STDERR_FILENO) < 0)
+                test_fail(__FILE__, __LINE__, "dup: %m");
+}
+
+const char *test_capture_stderr_end(void) {
+        static char buf[65536];
+        ssize_t n;
+
+        fflush(stderr);
+        if (dup2(saved_stderr, STDERR_FILENO) < 0)
+                test_fail(__FILE__, __LINE__, "dup2: %m");
+        close(saved_stderr);
+        n = pread(capture_fd, buf, sizeof(buf) - 1, 0);
+        if (n < 0)
+                test_fail(__FILE__, __LINE__, "pread: %m");
+        buf[n] = '\0';
+        close(capture_fd);
+        saved_stderr = capture_fd = -1;
+        return buf;
+}
+
 static bool selected(int argc, char **argv, const char *name) {
         if (argc <= 1)
                 return true;

@@ -38,6 +38,10 @@ char *test_path(const char *name);
 void test_write_file(const char *path, const void *data, size_t size);
 /* Reads a whole (small) file into a static NUL-terminated buffer. */
 char *test_read_file(const char *path, size_t *ret_size);
+/* Redirects stderr into a file in test_tmpdir() until test_capture_stderr_end(), which restores it and returns
+ * what was written (a static NUL-terminated buffer, up to 64 KiB). For asserting on log output. */
+void test_capture_stderr_begin(void);
+const char *test_capture_stderr_end(void);
 /* Skips the current case (TAP "# SKIP"), e.g. when a tool is missing. */
 _Noreturn void test_skip(const char *format, ...) __attribute__((format(printf, 1, 2)));
 

@@ -70,34 +70,10 @@ static int sample_check(const Sample *s) {
         return 0;
 }
 
-/* stderr capture, as in test-log.c. */
-static int capture_fd = -1, saved_stderr = -1;
-
 static void capture_begin(void) {
-        char path[512];
-
         log_set_target_journal(0);
         log_set_max_level(LOG_INFO);
-        snprintf(path, sizeof(path), "%s/.stderr", test_tmpdir());
-        capture_fd = open(path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-        ASSERT_TRUE(capture_fd >= 0);
-        fflush(stderr);
-        saved_stderr = dup(STDERR_FILENO);
-        ASSERT_TRUE(dup2(capture_fd, STDERR_FILENO) >= 0);
-}
-
-static const char *capture_end(void) {
-        static char buf[65536];
-        ssize_t n;
-
-        fflush(stderr);
-        ASSERT_TRUE(dup2(saved_stderr, STDERR_FILENO) >= 0);
-        close(saved_stderr);
-        n = pread(capture_fd, buf, sizeof(buf) - 1, 0);
-        ASSERT_TRUE(n >= 0);
-        buf[n] = '\0';
-        close(capture_fd);
-        return buf;
+        test_capture_stderr_begin();
 }
 
 static size_t count_lines(const char *s) {
@@ -154,7 +130,7 @@ TEST(every_stock_callback) {
         sample_init(&s);
         capture_begin();
         ASSERT_EQ(parse_string(text, &s), 0);
-        out = capture_end();
+        out = test_capture_stderr_end();
         ASSERT_STREQ(out, "");
 
         ASSERT_STREQ(s.name, "gateway-1");
@@ -208,7 +184,7 @@ TEST(unknown_keys_and_sections_warn_with_file_and_line) {
         sample_init(&s);
         capture_begin();
         ASSERT_EQ(parse_string(text, &s), 4);
-        out = capture_end();
+        out = test_capture_stderr_end();
         ASSERT_STRSTR(out, "test.conf:3: Unknown key 'Colour' in section [Main], ignoring.\n");
         ASSERT_STRSTR(out, "test.conf:4: Unknown key 'name' in section [Main], ignoring.\n");
         ASSERT_STRSTR(out, "test.conf:6: Unknown key 'Name' in section [Nowhere], ignoring.\n");
@@ -227,7 +203,7 @@ TEST(keys_before_any_section) {
         sample_init(&s);
         capture_begin();
         ASSERT_EQ(parse_string("Name=x\n[Main]\nName=y\n", &s), 1);
-        out = capture_end();
+        out = test_capture_stderr_end();
         ASSERT_STREQ(out, "test.conf:1: Unknown key 'Name' in section [], ignoring.\n");
         ASSERT_STREQ(s.name, "y");
         sample_done(&s);
@@ -264,7 +240,7 @@ TEST(bad_values_keep_the_previous_value) {
                 s.controller = (HostPort) { .host = "ctl.example", .port = 1, .family = AF_UNSPEC };
                 capture_begin();
                 ASSERT_EQ(parse_string(text, &s), 1);
-                ASSERT_STREQ(capture_end(), message);
+                ASSERT_STREQ(test_capture_stderr_end(), message);
                 ASSERT_EQ(s.port, 443);
                 ASSERT_EQ(s.mtu, 1400);
                 ASSERT_UEQ(s.timeout, 30 * USEC_PER_SEC);
@@ -300,7 +276,7 @@ TEST(syntax_errors_warn_and_continue) {
         sample_init(&s);
         capture_begin();
         ASSERT_EQ(parse_string(text, &s), 8);
-        out = capture_end();
+        out = test_capture_stderr_end();
         ASSERT_STRSTR(out, "test.conf:2: Line is not a [Section] or Key=Value, ignoring.\n");
         ASSERT_STRSTR(out, "test.conf:3: Line is not a [Section] or Key=Value, ignoring.\n");
         ASSERT_STRSTR(out, "test.conf:4: Missing or invalid key name before '=', ignoring.\n");
@@ -325,7 +301,7 @@ TEST(section_name_length) {
         snprintf(text, sizeof(text), "[%064d]\nName=a\n[%065d]\nName=b\n", 0, 0);
         ASSERT_EQ(parse_string(text, &s), 2);
         /* 64 characters are a section (just not ours); 65 are refused. */
-        ASSERT_STREQ(capture_end(),
+        ASSERT_STREQ(test_capture_stderr_end(),
                      "test.conf:2: Unknown key 'Name' in section "
                      "[0000000000000000000000000000000000000000000000000000000000000000], ignoring.\n"
                      "test.conf:3: Invalid section header, ignoring the section.\n");
@@ -352,7 +328,7 @@ TEST(comments_whitespace_and_inline_comments) {
         sample_init(&s);
         capture_begin();
         ASSERT_EQ(parse_string(text, &s), 2);
-        out = capture_end();
+        out = test_capture_stderr_end();
         ASSERT_STREQ(s.name, "spaced value");
         groups = strv_join(s.groups, "|");
         ASSERT_STREQ(groups, "a#b|c;d");
@@ -379,7 +355,7 @@ TEST(overlong_lines_are_refused_not_truncated) {
         sample_init(&s);
         capture_begin();
         ASSERT_EQ(parse_string(text, &s), 1);
-        out = capture_end();
+        out = test_capture_stderr_end();
         ASSERT_STREQ(out, "test.conf:2: Line too long (209 bytes of Key=Value, at most 198), ignoring.\n");
         ASSERT_NULL(s.name);
         ASSERT_EQ(s.workers, 4);
@@ -410,7 +386,7 @@ TEST(longest_line_that_fits) {
         snprintf(text, sizeof(text), "[Main]\nName=%s\n", value);
         capture_begin();
         ASSERT_EQ(parse_string(text, &s), 1);
-        ASSERT_STRSTR(capture_end(), "test.conf:2: Line too long (199 bytes of Key=Value, at most 198)");
+        ASSERT_STRSTR(test_capture_stderr_end(), "test.conf:2: Line too long (199 bytes of Key=Value, at most 198)");
         ASSERT_STREQ(s.name, "short");
         sample_done(&s);
 }
@@ -425,7 +401,7 @@ TEST(control_characters_and_nul) {
         sample_init(&s);
         capture_begin();
         ASSERT_EQ(config_parse_buffer("bin.conf", text, sizeof(text) - 1, sample_table, &s, NULL), 2);
-        out = capture_end();
+        out = test_capture_stderr_end();
         ASSERT_STRSTR(out, "bin.conf:2: Line contains control characters or NUL bytes, ignoring.\n");
         ASSERT_STRSTR(out, "bin.conf:6: Line contains control characters or NUL bytes, ignoring.\n");
         ASSERT_EQ(count_lines(out), 2);
@@ -489,7 +465,7 @@ TEST(strv_maximum) {
         sample_init(&s);
         capture_begin();
         ASSERT_EQ(parse_string(line, &s), 1);
-        out = capture_end();
+        out = test_capture_stderr_end();
         ASSERT_STRSTR(out, "test.conf:10: Failed to parse Groups= value 'one-too-many', ignoring: "
                            "Argument list too long\n");
         ASSERT_EQ(strv_length(s.groups), CONFIG_STRV_MAX);
@@ -582,7 +558,7 @@ TEST(buffer_size_limit) {
         capture_begin();
         ASSERT_ERROR(config_parse_buffer("big.conf", big, CONFIG_FILE_SIZE_MAX + 1, sample_table, &s, NULL),
                      EFBIG);
-        ASSERT_STRSTR(capture_end(), "big.conf: Configuration larger than 1048576 bytes, refusing.");
+        ASSERT_STRSTR(test_capture_stderr_end(), "big.conf: Configuration larger than 1048576 bytes, refusing.");
         ASSERT_EQ(config_parse_buffer("big.conf", big, CONFIG_FILE_SIZE_MAX, sample_table, &s, NULL), 0);
         sample_done(&s);
 }
@@ -596,7 +572,7 @@ TEST(parse_file) {
         capture_begin();
         ASSERT_EQ(config_parse_file(path_in("one.conf"), sample_table, &s, NULL), 1);
         ASSERT_ERROR(config_parse_file(path_in("missing.conf"), sample_table, &s, NULL), ENOENT);
-        out = capture_end();
+        out = test_capture_stderr_end();
         ASSERT_STREQ(s.name, "from-file");
         /* Messages name the real path. */
         ASSERT_STRSTR(out, "/one.conf:3: Unknown key 'Bogus' in section [Main], ignoring.\n");
@@ -631,7 +607,7 @@ TEST(standard_main_and_dropins_in_order) {
         sample_init(&s);
         capture_begin();
         ASSERT_EQ(config_parse_standard(test_tmpdir(), "agent", sample_table, &s, NULL), 1);
-        out = capture_end();
+        out = test_capture_stderr_end();
         ASSERT_STREQ(s.name, "mid");
         ASSERT_EQ(s.port, 9999);
         ASSERT_UEQ(s.timeout, 5 * USEC_PER_SEC);
@@ -667,7 +643,7 @@ TEST(standard_nothing_there) {
         capture_begin();
         ASSERT_EQ(config_parse_standard(test_tmpdir(), "agent", sample_table, &s, NULL), 0);
         ASSERT_EQ(config_parse_standard(path_in("no-such-dir"), "agent", sample_table, &s, NULL), 0);
-        ASSERT_STREQ(capture_end(), "");
+        ASSERT_STREQ(test_capture_stderr_end(), "");
         ASSERT_EQ(s.port, 443);
         ASSERT_NULL(s.name);
         sample_done(&s);
@@ -741,7 +717,7 @@ TEST(standard_unreadable_files_are_errors) {
                 sample_init(&s);
                 capture_begin();
                 ASSERT_ERROR(config_parse_standard(dir, "agent", sample_table, &s, NULL), table[i].error);
-                out = capture_end();
+                out = test_capture_stderr_end();
                 /* The error names the file. */
                 ASSERT_STRSTR(out, dir);
                 sample_done(&s);
@@ -766,7 +742,7 @@ TEST(standard_too_many_dropins) {
         put("agent.conf.d/one-more.conf", "");
         capture_begin();
         ASSERT_ERROR(config_parse_standard(test_tmpdir(), "agent", sample_table, &s, NULL), E2BIG);
-        ASSERT_STRSTR(capture_end(), "More than 128 drop-ins in '");
+        ASSERT_STRSTR(test_capture_stderr_end(), "More than 128 drop-ins in '");
         sample_done(&s);
 }
 

@@ -16,34 +16,10 @@
         "[Network]\n"                          \
         "AdvertisedAddresses=ctl.example.org:8443\n"
 
-/* stderr capture, as in test-log.c. */
-static int capture_fd = -1, saved_stderr = -1;
-
 static void capture_begin(void) {
-        char path[512];
-
         log_set_target_journal(0);
         log_set_max_level(LOG_INFO);
-        snprintf(path, sizeof(path), "%s/.stderr", test_tmpdir());
-        capture_fd = open(path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-        ASSERT_TRUE(capture_fd >= 0);
-        fflush(stderr);
-        saved_stderr = dup(STDERR_FILENO);
-        ASSERT_TRUE(dup2(capture_fd, STDERR_FILENO) >= 0);
-}
-
-static const char *capture_end(void) {
-        static char buf[65536];
-        ssize_t n;
-
-        fflush(stderr);
-        ASSERT_TRUE(dup2(saved_stderr, STDERR_FILENO) >= 0);
-        close(saved_stderr);
-        n = pread(capture_fd, buf, sizeof(buf) - 1, 0);
-        ASSERT_TRUE(n >= 0);
-        buf[n] = '\0';
-        close(capture_fd);
-        return buf;
+        test_capture_stderr_begin();
 }
 
 static size_t count_lines(const char *s) {
@@ -111,7 +87,7 @@ TEST(defaults) {
         put(dir, "controller.conf", BASE);
         capture_begin();
         ASSERT_EQ(controller_config_load(dir, &c), 0);
-        ASSERT_STREQ(capture_end(), "");
+        ASSERT_STREQ(test_capture_stderr_end(), "");
 
         ASSERT_STREQ(c.trust_domain, "example.org");
         ASSERT_STREQ(join(c.advertised_addresses.addresses), "ctl.example.org:8443");
@@ -129,7 +105,7 @@ TEST(init_alone_lacks_the_required_keys) {
 
         capture_begin();
         ASSERT_ERROR(controller_config_check(&c), EINVAL);
-        out = capture_end();
+        out = test_capture_stderr_end();
         ASSERT_STRSTR(out, "[Controller] TrustDomain= is not set (nor $TRUST_DOMAIN); it is required.\n");
         ASSERT_STRSTR(out, "[Network] AdvertisedAddresses= is not set; it is required");
         ASSERT_EQ(count_lines(out), 2);
@@ -172,7 +148,7 @@ TEST(every_key) {
         put(dir, "controller.conf", text);
         capture_begin();
         ASSERT_EQ(controller_config_load(dir, &c), 0);
-        ASSERT_STREQ(capture_end(), "");
+        ASSERT_STREQ(test_capture_stderr_end(), "");
 
         ASSERT_STREQ(c.trust_domain, "corp.example");
         ASSERT_STREQ(c.id, "ctl-2.eu_west");
@@ -216,7 +192,7 @@ TEST(dropins_override_in_lexical_order) {
 
         capture_begin();
         ASSERT_EQ(controller_config_load(dir, &c), 0);
-        ASSERT_STREQ(capture_end(), "");
+        ASSERT_STREQ(test_capture_stderr_end(), "");
 
         ASSERT_UEQ(c.connector_lifetime, 4 * USEC_PER_HOUR);
         ASSERT_UEQ(c.tunneler_lifetime, 20 * USEC_PER_MINUTE);
@@ -250,7 +226,7 @@ TEST(environment_wins_over_files) {
         ASSERT_TRUE(setenv("TRUST_DOMAIN", "Env.Example", 1) == 0);
         capture_begin();
         ASSERT_ERROR(controller_config_load(dir, &d), EINVAL);
-        out = capture_end();
+        out = test_capture_stderr_end();
         ASSERT_STRSTR(out, "Environment variable TRUST_DOMAIN='Env.Example' is not a valid trust domain: ");
         ASSERT_STREQ(d.trust_domain, "dropin.example");
 
@@ -310,7 +286,7 @@ TEST(cross_field_rules_name_the_key) {
                 put(dir, "controller.conf", text);
                 capture_begin();
                 r = controller_config_load(dir, &c);
-                out = capture_end();
+                out = test_capture_stderr_end();
                 if (!table[i].error) {
                         ASSERT_EQ(r, 0);
                         ASSERT_STREQ(out, "");
@@ -368,7 +344,7 @@ TEST(bad_values_warn_and_keep_defaults) {
                 put(dir, "controller.conf", text);
                 capture_begin();
                 ASSERT_EQ(controller_config_load(dir, &c), 1);
-                ASSERT_STREQ(capture_end(), message);
+                ASSERT_STREQ(test_capture_stderr_end(), message);
                 assert_defaults_except_required(&c);
                 ASSERT_STREQ(join(c.advertised_addresses.addresses), "ctl.example.org:8443");
         }
@@ -382,7 +358,7 @@ TEST(bad_trust_domain_says_why) {
         put(dir, "controller.conf", BASE "[Controller]\nTrustDomain=Example.ORG\n");
         capture_begin();
         ASSERT_EQ(controller_config_load(dir, &c), 1);
-        out = capture_end();
+        out = test_capture_stderr_end();
         ASSERT_STRSTR(out, "/controller.conf:6: TrustDomain= 'Example.ORG' is not a valid trust domain: ");
         ASSERT_STRSTR(out, "/controller.conf:6: Failed to parse TrustDomain= value 'Example.ORG', ignoring: "
                            "Invalid argument\n");
@@ -405,7 +381,7 @@ TEST(unknown_keys_warn_and_are_ignored) {
             "Id=elsewhere\n");                     /* 9 */
         capture_begin();
         ASSERT_EQ(controller_config_load(dir, &c), 3);
-        out = capture_end();
+        out = test_capture_stderr_end();
         ASSERT_STRSTR(out, "/controller.conf:5: Unknown key 'Colour' in section [Network], ignoring.\n");
         ASSERT_STRSTR(out, "/controller.conf:7: Unknown key 'MinimumLifetime' in section "
                            "[Certificates], ignoring.\n");
@@ -431,7 +407,7 @@ TEST(address_lists) {
                     "AdvertisedAddresses=i:1\n");          /* 7: a 9th */
                 capture_begin();
                 ASSERT_EQ(controller_config_load(dir, &c), 1);
-                out = capture_end();
+                out = test_capture_stderr_end();
                 ASSERT_STRSTR(out, "/controller.conf:7: Failed to parse AdvertisedAddresses= value 'i:1', "
                                    "ignoring: Argument list too long\n");
                 ASSERT_STREQ(join(c.advertised_addresses.addresses),
@@ -453,7 +429,7 @@ TEST(address_lists) {
                 put(dir, "controller.conf", text);
                 capture_begin();
                 ASSERT_EQ(controller_config_load(dir, &c), 1);
-                out = capture_end();
+                out = test_capture_stderr_end();
                 ASSERT_STRSTR(out, "Failed to parse ListenGRPC= value '127.0.0.17:1', ignoring: Argument list "
                                    "too long\n");
                 ASSERT_UEQ(strv_length(c.listen_grpc.addresses), CONTROLLER_LISTEN_MAX);
@@ -468,7 +444,7 @@ TEST(missing_confdir) {
         ASSERT_TRUE(setenv("TRUST_DOMAIN", "example.org", 1) == 0);
         capture_begin();
         ASSERT_ERROR(controller_config_load(test_path("nonexistent"), &c), EINVAL);
-        out = capture_end();
+        out = test_capture_stderr_end();
         ASSERT_STRSTR(out, "[Network] AdvertisedAddresses= is not set");
         ASSERT_FALSE(strstr(out, "TrustDomain="));
         ASSERT_NULL(c.trust_domain);

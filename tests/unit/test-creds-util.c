@@ -20,34 +20,10 @@ static const uint8_t sample_key[KEK_SIZE] = {
 #define SAMPLE_HEX "deadbeef0123456789abcdeffedcba9876543210" "0f1e2d3c4b5a69788796a5b4"
 #define SAMPLE_HEX_UPPER "DEADBEEF0123456789ABCDEFFEDCBA9876543210" "0F1E2D3C4B5A69788796A5B4"
 
-/* stderr capture, as in test-log.c. */
-static int capture_fd = -1, saved_stderr = -1;
-
 static void capture_begin(void) {
-        char path[512];
-
         log_set_target_journal(0);
         log_set_max_level(LOG_DEBUG);
-        snprintf(path, sizeof(path), "%s/.stderr", test_tmpdir());
-        capture_fd = open(path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-        ASSERT_TRUE(capture_fd >= 0);
-        fflush(stderr);
-        saved_stderr = dup(STDERR_FILENO);
-        ASSERT_TRUE(dup2(capture_fd, STDERR_FILENO) >= 0);
-}
-
-static const char *capture_end(void) {
-        static char buf[65536];
-        ssize_t n;
-
-        fflush(stderr);
-        ASSERT_TRUE(dup2(saved_stderr, STDERR_FILENO) >= 0);
-        close(saved_stderr);
-        n = pread(capture_fd, buf, sizeof(buf) - 1, 0);
-        ASSERT_TRUE(n >= 0);
-        buf[n] = '\0';
-        close(capture_fd);
-        return buf;
+        test_capture_stderr_begin();
 }
 
 /* A credentials directory inside the case's tmpdir, exported like systemd does. */
@@ -496,7 +472,7 @@ TEST(no_key_material_in_errors) {
                 ASSERT_FALSE(strstr(reason, "dead") || strstr(reason, "DEAD"));
                 ASSERT_TRUE(unlink(file) == 0);
         }
-        out = capture_end();
+        out = test_capture_stderr_end();
         /* Debug logging was on: the failures were logged, without the key in any spelling. */
         ASSERT_STRSTR(out, "Failed to load the key-encryption key");
         ASSERT_FALSE(strstr(out, "dead") || strstr(out, "DEAD") || memmem(out, strlen(out), sample_key, 4));

@@ -9,33 +9,6 @@
 #include "tests.h"
 
 /* Redirects stderr into a file for the duration of a case and returns what was written. */
-static int capture_fd = -1, saved_stderr = -1;
-
-static void capture_begin(void) {
-        char path[512];
-
-        snprintf(path, sizeof(path), "%s/stderr", test_tmpdir());
-        capture_fd = open(path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-        ASSERT_TRUE(capture_fd >= 0);
-        fflush(stderr);
-        saved_stderr = dup(STDERR_FILENO);
-        ASSERT_TRUE(dup2(capture_fd, STDERR_FILENO) >= 0);
-}
-
-static char *capture_end(void) {
-        static char buf[8192];
-        ssize_t n;
-
-        fflush(stderr);
-        ASSERT_TRUE(dup2(saved_stderr, STDERR_FILENO) >= 0);
-        close(saved_stderr);
-        n = pread(capture_fd, buf, sizeof(buf) - 1, 0);
-        ASSERT_TRUE(n >= 0);
-        buf[n] = '\0';
-        close(capture_fd);
-        return buf;
-}
-
 TEST(errno_is_returned_negative) {
         log_set_target_journal(0);
         ASSERT_EQ(log_error_errno(ENOENT, "x"), -ENOENT);
@@ -48,55 +21,56 @@ TEST(errno_is_returned_negative) {
 }
 
 TEST(percent_m_prints_the_given_error) {
-        char *out;
+        const char *out;
 
         log_set_target_journal(0);
         log_set_max_level(LOG_DEBUG);
         errno = EPERM;
-        capture_begin();
+        test_capture_stderr_begin();
         (void) log_error_errno(ENOENT, "Failed to load identity '%s': %m", "/x");
-        out = capture_end();
+        out = test_capture_stderr_end();
         ASSERT_STRSTR(out, "Failed to load identity '/x': No such file or directory\n");
         /* errno is preserved for the caller. */
         ASSERT_EQ(errno, EPERM);
 }
 
 TEST(max_level_filters) {
-        char *out;
+        const char *out;
 
         log_set_target_journal(0);
         log_set_max_level(LOG_WARNING);
-        capture_begin();
+        test_capture_stderr_begin();
         log_info("hidden-info");
         log_debug("hidden-debug");
         log_warning("shown-warning");
-        out = capture_end();
+        out = test_capture_stderr_end();
         ASSERT_TRUE(strstr(out, "hidden") == NULL);
         ASSERT_STRSTR(out, "shown-warning");
 }
 
 TEST(structured_fields_on_stderr) {
         const char *fields[] = { "MESSAGE_ID=4f1bd2b8c1e04a2a9c6f7d6e0b1a2c3d", "ZTNA_AGENT=conn-1" };
-        char *out;
+        const char *out;
 
         log_set_target_journal(0);
         log_set_max_level(LOG_INFO);
-        capture_begin();
+        test_capture_stderr_begin();
         ASSERT_EQ(log_struct_errno(LOG_NOTICE, 0, fields, ELEMENTSOF(fields), "Enrolled '%s'", "conn-1"), -EIO);
-        out = capture_end();
+        out = test_capture_stderr_end();
         ASSERT_STREQ(out, "Enrolled 'conn-1' [MESSAGE_ID=4f1bd2b8c1e04a2a9c6f7d6e0b1a2c3d ZTNA_AGENT=conn-1]\n");
 }
 
 TEST(long_messages_are_cut_not_refused) {
-        char big[10000], *out;
+        char big[10000];
+        const char *out;
 
         memset(big, 'a', sizeof(big) - 1);
         big[sizeof(big) - 1] = '\0';
         log_set_target_journal(0);
         log_set_max_level(LOG_INFO);
-        capture_begin();
+        test_capture_stderr_begin();
         log_error("%s", big);
-        out = capture_end();
+        out = test_capture_stderr_end();
         ASSERT_GT(strlen(out), 1000);
         ASSERT_LT(strlen(out), 5000);
 }
@@ -126,9 +100,9 @@ TEST(environment_level) {
         ASSERT_EQ(log_get_max_level(), LOG_DEBUG);
         setenv("ZTNA_LOG_LEVEL", "bogus", 1);
         log_set_target_journal(0);
-        capture_begin();
+        test_capture_stderr_begin();
         log_parse_environment();
-        ASSERT_STRSTR(capture_end(), "Invalid log level 'bogus'");
+        ASSERT_STRSTR(test_capture_stderr_end(), "Invalid log level 'bogus'");
         ASSERT_EQ(log_get_max_level(), LOG_DEBUG);
 }
 
