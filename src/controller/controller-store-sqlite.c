@@ -1262,24 +1262,32 @@ static int sqlite_agent_list(Store *store, SpiffeRole role, StoreAgent ***ret, s
         return query_list(s, st, &agent_rows, SIZE_MAX, &tx, (void **) ret, ret_n);
 }
 
+/* Opens a write transaction in which spiffe_id is known to exist and not be revoked (else -ENOENT, or
+ * revoked_error): checked and then written under one write lock, so a revocation cannot slip in between. */
+static int tx_begin_live_agent(SqliteStore *s, const char *spiffe_id, int revoked_error, SqliteStore **tx) {
+        usec_t revoked_at;
+        int r;
+
+        r = tx_begin(s, true, tx);
+        if (r < 0)
+                return r;
+        r = agent_revoked_at(s, spiffe_id, &revoked_at);
+        if (r < 0)
+                return r;
+        return revoked_at != 0 ? revoked_error : 0;
+}
+
 static int sqlite_agent_update_certificate(Store *store, const char *spiffe_id, const uint8_t *public_key,
                                            size_t public_key_size, const char *cert_serial,
                                            usec_t cert_not_after) {
         _cleanup_(tx_rollbackp) SqliteStore *tx = NULL;
         _cleanup_(sqlite3_finalizep) sqlite3_stmt *st = NULL;
         SqliteStore *s = SQLITE_STORE(store);
-        usec_t revoked_at;
         int r;
 
-        /* Checked and written under one write lock, so a revocation cannot slip in between. */
-        r = tx_begin(s, true, &tx);
+        r = tx_begin_live_agent(s, spiffe_id, -EKEYREVOKED, &tx);
         if (r < 0)
                 return r;
-        r = agent_revoked_at(s, spiffe_id, &revoked_at);
-        if (r < 0)
-                return r;
-        if (revoked_at != 0)
-                return -EKEYREVOKED;
         r = prepare(s,
                     "UPDATE agents SET public_key = ?1, cert_serial = ?2, cert_not_after = ?3 "
                     "WHERE spiffe_id = ?4",
@@ -1297,17 +1305,11 @@ static int sqlite_agent_revoke(Store *store, const char *spiffe_id, const char *
         _cleanup_(tx_rollbackp) SqliteStore *tx = NULL;
         _cleanup_(sqlite3_finalizep) sqlite3_stmt *st = NULL;
         SqliteStore *s = SQLITE_STORE(store);
-        usec_t revoked_at;
         int r;
 
-        r = tx_begin(s, true, &tx);
+        r = tx_begin_live_agent(s, spiffe_id, -EALREADY, &tx);
         if (r < 0)
                 return r;
-        r = agent_revoked_at(s, spiffe_id, &revoked_at);
-        if (r < 0)
-                return r;
-        if (revoked_at != 0)
-                return -EALREADY;
         r = prepare(s, "UPDATE agents SET revoked_at = ?1, revocation_reason = ?2 WHERE spiffe_id = ?3", &st);
         if (r < 0)
                 return r;

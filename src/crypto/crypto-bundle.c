@@ -36,24 +36,6 @@ int crypto_x509_spki_sha256(X509 *cert, uint8_t ret[static CRYPTO_SPKI_SHA256_SI
         return crypto_sha256(der, (size_t) n, ret);
 }
 
-static int bio_to_string(BIO *bio, char **ret) {
-        char *data = NULL, *s;
-        long n;
-
-        n = BIO_get_mem_data(bio, &data);
-        if (n < 0)
-                return -EIO;
-        /* Not strndup(): the BIO's buffer is not NUL-terminated. */
-        s = malloc((size_t) n + 1);
-        if (!s)
-                return -ENOMEM;
-        if (n > 0)
-                memcpy(s, data, (size_t) n);
-        s[n] = '\0';
-        *ret = s;
-        return 0;
-}
-
 int crypto_x509_to_pem(X509 *cert, char **ret) {
         _cleanup_(BIO_free_allp) BIO *bio = NULL;
 
@@ -65,7 +47,7 @@ int crypto_x509_to_pem(X509 *cert, char **ret) {
                 return -ENOMEM;
         if (!PEM_write_bio_X509(bio, cert))
                 return crypto_error(EIO, "Failed to write certificate as PEM");
-        return bio_to_string(bio, ret);
+        return crypto_bio_to_string(bio, true, "Failed to read PEM", ret, NULL);
 }
 
 int crypto_x509_chain_to_pem(STACK_OF(X509) *chain, char **ret) {
@@ -80,7 +62,7 @@ int crypto_x509_chain_to_pem(STACK_OF(X509) *chain, char **ret) {
         for (int i = 0; i < sk_X509_num(chain); i++)
                 if (!PEM_write_bio_X509(bio, sk_X509_value(chain, i)))
                         return crypto_error(EIO, "Failed to write certificate as PEM");
-        return bio_to_string(bio, ret);
+        return crypto_bio_to_string(bio, true, "Failed to read PEM", ret, NULL);
 }
 
 static bool pem_is_space(char c) {
@@ -375,7 +357,7 @@ int trust_bundle_to_pem(const TrustBundle *b, char **ret) {
         for (size_t i = 0; i < b->n_roots; i++)
                 if (!PEM_write_bio_X509(bio, b->roots[i]))
                         return crypto_error(EIO, "Failed to write certificate as PEM");
-        return bio_to_string(bio, ret);
+        return crypto_bio_to_string(bio, true, "Failed to read PEM", ret, NULL);
 }
 
 int trust_bundle_from_pem(const char *trust_domain, const char *pem, size_t size, TrustBundle **ret) {

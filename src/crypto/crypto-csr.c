@@ -101,8 +101,6 @@ int crypto_csr_to_der(X509_REQ *req, uint8_t **ret, size_t *ret_size) {
 
 int crypto_csr_to_pem(X509_REQ *req, char **ret, size_t *ret_size) {
         _cleanup_(BIO_free_allp) BIO *bio = NULL;
-        char *data, *pem;
-        long len;
 
         assert(req);
         assert(ret);
@@ -112,20 +110,7 @@ int crypto_csr_to_pem(X509_REQ *req, char **ret, size_t *ret_size) {
                 return crypto_error(ENOMEM, "Failed to allocate BIO");
         if (PEM_write_bio_X509_REQ(bio, req) != 1)
                 return crypto_error(EIO, "Failed to write CSR as PEM");
-        len = BIO_get_mem_data(bio, &data);
-        if (len <= 0)
-                return crypto_error(EIO, "Failed to write CSR as PEM");
-
-        pem = malloc(len + 1);
-        if (!pem)
-                return -ENOMEM;
-        memcpy(pem, data, len);
-        pem[len] = '\0';
-
-        *ret = pem;
-        if (ret_size)
-                *ret_size = len;
-        return 0;
+        return crypto_bio_to_string(bio, false, "Failed to write CSR as PEM", ret, ret_size);
 }
 
 int crypto_csr_from_der(const void *der, size_t size, X509_REQ **ret) {

@@ -142,8 +142,6 @@ int crypto_key_to_pkcs8_pem(EVP_PKEY *key, char **ret, size_t *ret_size) {
         _cleanup_(BIO_free_allp) BIO *bio = NULL;
         uint8_t *der = NULL;
         size_t der_size = 0;
-        char *data, *pem;
-        long len;
         int r, k;
 
         assert(key);
@@ -163,21 +161,7 @@ int crypto_key_to_pkcs8_pem(EVP_PKEY *key, char **ret, size_t *ret_size) {
         crypto_erase_and_free(der, der_size);
         if (k <= 0)
                 return crypto_error(EIO, "Failed to write PEM");
-
-        len = BIO_get_mem_data(bio, &data);
-        if (len <= 0)
-                return crypto_error(EIO, "Failed to write PEM");
-
-        pem = malloc(len + 1);
-        if (!pem)
-                return -ENOMEM;
-        memcpy(pem, data, len);
-        pem[len] = '\0';
-
-        *ret = pem;
-        if (ret_size)
-                *ret_size = len;
-        return 0;
+        return crypto_bio_to_string(bio, false, "Failed to write PEM", ret, ret_size);
 }
 
 int crypto_key_from_pkcs8_der(const void *der, size_t size, EVP_PKEY **ret) {

@@ -38,6 +38,29 @@ const char *crypto_error_reason(void) {
         return r ?: "unknown error";
 }
 
+int crypto_bio_to_string(BIO *bio, bool allow_empty, const char *what, char **ret, size_t *ret_size) {
+        char *data = NULL, *s;
+        long n;
+
+        assert(bio);
+        assert(ret);
+
+        n = BIO_get_mem_data(bio, &data);
+        if (n < 0 || (n == 0 && !allow_empty))
+                return crypto_error(EIO, what);
+        /* Not strndup(): the BIO's buffer is not NUL-terminated and may hold NUL bytes. */
+        s = malloc((size_t) n + 1);
+        if (!s)
+                return -ENOMEM;
+        if (n > 0)
+                memcpy(s, data, (size_t) n);
+        s[n] = '\0';
+        *ret = s;
+        if (ret_size)
+                *ret_size = (size_t) n;
+        return 0;
+}
+
 int crypto_random_bytes(void *p, size_t n) {
         if (n == 0)
                 return 0;

@@ -58,6 +58,10 @@ int crypto_error(int error, const char *what);
 /* The reason of the oldest queued OpenSSL error, or "unknown error"; does not clear the queue. */
 const char *crypto_error_reason(void);
 
+/* Copies a memory BIO's content into a new NUL-terminated string (*ret_size, may be NULL, gets its length).
+ * Empty content is -EIO unless allow_empty. Secret content (a PEM private key) is the caller's to wipe. */
+int crypto_bio_to_string(BIO *bio, bool allow_empty, const char *what, char **ret, size_t *ret_size);
+
 /* Cryptographically secure random bytes; -EIO if the DRBG fails. */
 int crypto_random_bytes(void *p, size_t n);
 /* Constant-time comparison of two buffers of equal length n. */

@@ -372,6 +372,17 @@ TEST(app_stream_is_deterministic) {
 
 /* ---- 2. half-close ----------------------------------------------------------------------------------- */
 
+/* One application writes data and shuts down its sending side; the other must receive exactly that. */
+static void send_and_half_close(Tunnel *t, int from_fd, int to_fd, const uint8_t *data, size_t size) {
+        static uint8_t buf[10000];
+
+        ASSERT_LE(size, sizeof(buf));
+        app_write_all(t, from_fd, data, size);
+        ASSERT_TRUE(shutdown(from_fd, SHUT_WR) == 0);
+        ASSERT_EQ(app_read_all(t, to_fd, buf, sizeof(buf)), (ssize_t) size);
+        ASSERT_MEMEQ(buf, data, size);
+}
+
 TEST(half_close_client_first) {
         static Tunnel t;
         static uint8_t request[1000], response[5000], buf[10000];
@@ -384,19 +395,13 @@ TEST(half_close_client_first) {
         tunnel_start(&t, NULL, tun_fds[1], con_fds[1]);
 
         /* The tunneler's application sends its request and closes its sending side. */
-        app_write_all(&t, tun_fds[0], request, sizeof(request));
-        ASSERT_TRUE(shutdown(tun_fds[0], SHUT_WR) == 0);
-        ASSERT_EQ(app_read_all(&t, con_fds[0], buf, sizeof(buf)), (ssize_t) sizeof(request));
-        ASSERT_MEMEQ(buf, request, sizeof(request));
+        send_and_half_close(&t, tun_fds[0], con_fds[0], request, sizeof(request));
 
         /* Half-closed, not closed: the response still flows. */
         run_for(t.env.event, 50 * USEC_PER_MSEC);
         ASSERT_FALSE(t.tun.closed);
         ASSERT_FALSE(t.con.closed);
-        app_write_all(&t, con_fds[0], response, sizeof(response));
-        ASSERT_TRUE(shutdown(con_fds[0], SHUT_WR) == 0);
-        ASSERT_EQ(app_read_all(&t, tun_fds[0], buf, sizeof(buf)), (ssize_t) sizeof(response));
-        ASSERT_MEMEQ(buf, response, sizeof(response));
+        send_and_half_close(&t, con_fds[0], tun_fds[0], response, sizeof(response));
 
         ASSERT_TRUE(fixture_run_until_func(t.env.event, both_closed, &t, 5 * USEC_PER_SEC));
         ASSERT_EQ(t.tun.error, 0);
@@ -426,7 +431,7 @@ TEST(half_close_client_first) {
 
 TEST(half_close_server_first) {
         static Tunnel t;
-        static uint8_t greeting[3000], request[700], buf[10000];
+        static uint8_t greeting[3000], request[700];
         int tun_fds[2], con_fds[2];
 
         fill_pattern(greeting, sizeof(greeting), 3);
@@ -436,18 +441,12 @@ TEST(half_close_server_first) {
         tunnel_start(&t, NULL, tun_fds[1], con_fds[1]);
 
         /* The server speaks first and is done talking; the client answers afterwards. */
-        app_write_all(&t, con_fds[0], greeting, sizeof(greeting));
-        ASSERT_TRUE(shutdown(con_fds[0], SHUT_WR) == 0);
-        ASSERT_EQ(app_read_all(&t, tun_fds[0], buf, sizeof(buf)), (ssize_t) sizeof(greeting));
-        ASSERT_MEMEQ(buf, greeting, sizeof(greeting));
+        send_and_half_close(&t, con_fds[0], tun_fds[0], greeting, sizeof(greeting));
 
         run_for(t.env.event, 50 * USEC_PER_MSEC);
         ASSERT_FALSE(t.tun.closed);
         ASSERT_FALSE(t.con.closed);
-        app_write_all(&t, tun_fds[0], request, sizeof(request));
-        ASSERT_TRUE(shutdown(tun_fds[0], SHUT_WR) == 0);
-        ASSERT_EQ(app_read_all(&t, con_fds[0], buf, sizeof(buf)), (ssize_t) sizeof(request));
-        ASSERT_MEMEQ(buf, request, sizeof(request));
+        send_and_half_close(&t, tun_fds[0], con_fds[0], request, sizeof(request));
 
         ASSERT_TRUE(fixture_run_until_func(t.env.event, both_closed, &t, 5 * USEC_PER_SEC));
         ASSERT_EQ(t.tun.error, 0);
