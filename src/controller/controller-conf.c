@@ -42,15 +42,22 @@ static CONFIG_PARSER_PROTOTYPE(config_parse_controller_id) {
         return free_and_strdup(id, isempty(value) ? CONTROLLER_DEFAULT_ID : value) < 0 ? -ENOMEM : 0;
 }
 
-static CONFIG_PARSER_PROTOTYPE(config_parse_database) {
-        char **path = data;
-        const char *v = isempty(value) ? CONTROLLER_DEFAULT_DATABASE : value;
+static int path_parse(const char *value, const char *default_value, char **path) {
+        const char *v = isempty(value) ? default_value : value;
 
         assert(path);
 
         if (v[0] != '/' || strlen(v) >= PATH_MAX || string_has_cc(v, NULL))
                 return -EINVAL;
         return free_and_strdup(path, v) < 0 ? -ENOMEM : 0;
+}
+
+static CONFIG_PARSER_PROTOTYPE(config_parse_database) {
+        return path_parse(value, CONTROLLER_DEFAULT_DATABASE, data);
+}
+
+static CONFIG_PARSER_PROTOTYPE(config_parse_key_file) {
+        return path_parse(value, CONTROLLER_DEFAULT_KEY_FILE, data);
 }
 
 static int lifetime_parse(const char *value, usec_t min, usec_t max, usec_t *ret) {
@@ -168,6 +175,7 @@ static const ConfigTableItem controller_config_table[] = {
         { "Certificates", "KeyType", config_parse_key_type, FIELD(key_type) },
         { "Tokens", "DefaultLifetime", config_parse_token_lifetime, FIELD(token_lifetime) },
         { "Storage", "Database", config_parse_database, FIELD(database) },
+        { "Storage", "KeyFile", config_parse_key_file, FIELD(key_file) },
         {}
 };
 #undef FIELD
@@ -193,7 +201,8 @@ int controller_config_init(ControllerConfig *ret) {
 
         c.id = strdup(CONTROLLER_DEFAULT_ID);
         c.database = strdup(CONTROLLER_DEFAULT_DATABASE);
-        if (!c.id || !c.database)
+        c.key_file = strdup(CONTROLLER_DEFAULT_KEY_FILE);
+        if (!c.id || !c.database || !c.key_file)
                 return -ENOMEM;
         if (address_list_init(&c.listen_grpc, CONTROLLER_DEFAULT_LISTEN_GRPC) < 0 ||
             address_list_init(&c.listen_admin, CONTROLLER_DEFAULT_LISTEN_ADMIN) < 0)
@@ -367,5 +376,6 @@ void controller_config_done(ControllerConfig *c) {
         strv_free(c->listen_admin.addresses);
         strv_free(c->advertised_addresses.addresses);
         free(c->database);
+        free(c->key_file);
         *c = (ControllerConfig) {};
 }

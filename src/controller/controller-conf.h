@@ -37,7 +37,10 @@
  *   DefaultLifetime=      1h. Enrollment token TTL when none is asked for; 1min..30d.
  * [Storage]
  *   Database=             /var/lib/ztna-controller/controller.db. Absolute path of the SQLite database.
- *   For Id= and Database= an empty assignment restores the default; for TrustDomain= it unsets it.
+ *   KeyFile=              /var/lib/ztna-controller/kek. The key-encryption key sealing the CA keys, used only
+ *                         when the service has no "ztna.kek" credential (LoadCredentialEncrypted=): 32 bytes,
+ *                         owned by the service user, mode 0600. `ztna-controller init` creates it then.
+ *   For Id=, Database= and KeyFile= an empty assignment restores the default; for TrustDomain= it unsets it.
  *
  * Cross-field rules (controller_config_check()), each logged as an error naming the key:
  *   - TrustDomain= is set and valid, AdvertisedAddresses=, ListenGRPC= and ListenAdmin= are not empty;
@@ -69,6 +72,7 @@
 #define CONTROLLER_DEFAULT_LISTEN_GRPC "0.0.0.0:8443"
 #define CONTROLLER_DEFAULT_LISTEN_ADMIN "127.0.0.1:8444"
 #define CONTROLLER_DEFAULT_DATABASE "/var/lib/ztna-controller/controller.db"
+#define CONTROLLER_DEFAULT_KEY_FILE "/var/lib/ztna-controller/kek"
 
 typedef struct AddressList {
         char **addresses; /* canonical "host:port" strings, NULL-terminated; NULL when empty */
@@ -94,6 +98,7 @@ typedef struct ControllerConfig {
         usec_t token_lifetime;
 
         char *database;
+        char *key_file;
 } ControllerConfig;
 
 /* Fills ret with the defaults above (TrustDomain= and AdvertisedAddresses= unset). 0 or -ENOMEM. */
