@@ -1,0 +1,98 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+#pragma once
+
+/* The controller daemon's state and event sources (one sd-event loop, no threads):
+ *   - gRPC listeners (socket-activated by FDNAME "grpc", else bound from ListenGRPC=), each accepted
+ *     connection going TLS → HTTP/2 → the GrpcServer serving Enrollment and Control;
+ *   - the admin listener fds ("admin" / ListenAdmin=) are taken and held for the admin API;
+ *   - the CA (controller-ca.h) with a maintenance timer; the control-stream registry
+ *     (controller-control.h) with its heartbeat flush and OFFLINE timers;
+ *   - org.ztna.Controller1 on the system bus (controller-bus.h);
+ *   - sd_notify READY=1 once listening, STATUS= with counts, WATCHDOG=1 from the loop;
+ *   - SIGTERM/SIGINT: STOPPING=1, stop accepting, GOAWAY on every session, exit once they are gone or
+ *     after MANAGER_DRAIN_TIMEOUT. */
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <systemd/sd-bus.h>
+#include <systemd/sd-event.h>
+
+#include "bus-polkit.h"
+#include "controller-ca.h"
+#include "controller-conf.h"
+#include "controller-store.h"
+#include "creds-util.h"
+#include "net-grpc.h"
+#include "net-listen.h"
+#include "net-tls.h"
+
+/* Longest SIGTERM drain before remaining sessions are cut. */
+#define MANAGER_DRAIN_TIMEOUT (10 * USEC_PER_SEC)
+/* Connections (handshaking or established) the gRPC listeners hold at once, all listeners together. */
+#define MANAGER_CONNECTIONS_MAX 4096U
+/* Largest gRPC message on authenticated methods. */
+#define MANAGER_GRPC_MESSAGE_MAX (4U * 1024U * 1024U)
+/* How often CA maintenance looks again at the latest (it also runs when something is due sooner). */
+#define MANAGER_CA_CHECK_INTERVAL (10 * USEC_PER_MINUTE)
+#define MANAGER_LISTENERS_MAX CONTROLLER_LISTEN_MAX
+
+typedef struct Connection Connection;
+typedef struct ControlRegistry ControlRegistry;
+
+typedef struct ManagerOptions {
+        const char *confdir;        /* NULL: ZTNA_CONFDIR */
+        bool bus;                   /* register org.ztna.Controller1 on the system bus (or $ZTNA_BUS_ADDRESS) */
+        const char *kek_file;       /* NULL: config's KeyFile= */
+} ManagerOptions;
+
+typedef struct Manager {
+        sd_event *event;
+        ControllerConfig config;
+        Store *store;
+        ControllerCa *ca;
+
+        TlsContext *tls;
+        GrpcServer *grpc;
+        Listener *listeners[MANAGER_LISTENERS_MAX];
+        size_t n_listeners;
+        int admin_fds[MANAGER_LISTENERS_MAX];
+        size_t n_admin_fds;
+        Connection *connections;    /* linked list */
+        size_t n_connections;
+
+        ControlRegistry *control;
+
+        sd_bus *bus;
+        PolkitRegistry *polkit_registry;
+
+        sd_event_source *ca_timer;
+        sd_event_source *drain_timer;
+        sd_event_source *status_timer;
+
+        bool stopping;
+        usec_t started_at;
+} Manager;
+
+int manager_new(const ManagerOptions *options, Manager **ret);
+Manager *manager_free(Manager *m);
+DEFINE_TRIVIAL_CLEANUP_FUNC(Manager *, manager_free);
+
+/* Opens the listeners and the bus, sends READY=1. */
+int manager_start(Manager *m);
+/* Graceful stop (SIGTERM): idempotent; the loop exits when drained. */
+void manager_stop(Manager *m);
+
+/* Revokes an agent: the store (refusing renewals and re-authentication from now on), the audit trail, and
+ * the live control stream (a Revocation, then the stream is closed). spiffe_id_or_id: a full SPIFFE ID or a
+ * bare agent id (resolved when exactly one agent has it: -ENOTUNIQ otherwise). -ENOENT unknown, -EALREADY
+ * already revoked. */
+int manager_revoke_agent(Manager *m, const char *spiffe_id_or_id, const char *reason, const char *actor);
+
+/* After the trust bundle or server certificate changed: re-apply to TLS and push the bundle to agents. */
+int manager_ca_changed(Manager *m, unsigned changes);
+
+/* Sends STATUS= with current counts. */
+void manager_update_status(Manager *m);
+
+/* The lifetime configured for a role's leaves. */
+usec_t manager_leaf_lifetime(const Manager *m, SpiffeRole role);

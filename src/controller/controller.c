@@ -1,0 +1,207 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+
+/* ztna-controller: `init` creates the trust domain's CA and state once; `run` is the daemon
+ * (controller-manager.c). */
+
+#include <errno.h>
+#include <getopt.h>
+#include <libgen.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "config.h"
+#include "controller-ca.h"
+#include "controller-conf.h"
+#include "controller-manager.h"
+#include "controller-store.h"
+#include "creds-util.h"
+#include "hexdecoct.h"
+#include "log.h"
+#include "macro.h"
+#include "string-util.h"
+
+static const char *arg_confdir = NULL;
+
+static int help(void) {
+        printf("%s [OPTIONS...] COMMAND\n\n"
+               "The ztna controller: certificate authority, enrollment, agent registry, control plane.\n\n"
+               "Commands:\n"
+               "  init         Create the trust domain's root and issuing CA and the database\n"
+               "  run          Run the daemon\n\n"
+               "Options:\n"
+               "  -h --help          Show this help\n"
+               "     --version       Show the version\n"
+               "     --confdir=DIR   Read controller.conf and controller.conf.d/ from DIR (default %s)\n",
+               program_invocation_short_name, ZTNA_CONFDIR);
+        return 0;
+}
+
+/* Creates the parent directory of path (one level, mode 0700) when it is missing: the state directory
+ * of a manual installation; under systemd StateDirectory= has made it already. */
+static int ensure_parent_directory(const char *path) {
+        _cleanup_free_ char *copy = strdup(path);
+
+        if (!copy)
+                return log_oom();
+        const char *dir = dirname(copy);
+        if (mkdir(dir, 0700) < 0 && errno != EEXIST)
+                return log_error_errno(errno, "Failed to create the directory '%s': %m", dir);
+        return 0;
+}
+
+static int verb_init(void) {
+        _cleanup_(controller_config_done) ControllerConfig config = {};
+        _cleanup_(store_freep) Store *store = NULL;
+        _cleanup_(controller_ca_freep) ControllerCa *ca = NULL;
+        _cleanup_free_ char *pin_hex = NULL;
+        const char *reason = NULL;
+        uint8_t kek[KEK_SIZE], pin[32];
+        bool from_credential = false;
+        int r;
+
+        r = controller_config_load(arg_confdir, &config);
+        if (r < 0)
+                return r;
+
+        r = kek_load(NULL, config.key_file, kek, &from_credential, &reason);
+        if (r == -ENOENT) {
+                r = ensure_parent_directory(config.key_file);
+                if (r < 0)
+                        return r;
+                r = kek_generate_file(config.key_file);
+                if (r < 0)
+                        return log_error_errno(r, "Failed to create the key file '%s': %m", config.key_file);
+                log_warning("Created the key-encryption key file '%s' (mode 0600). A credential sealed with "
+                            "systemd-creds and passed as '%s' protects the CA keys better.",
+                            config.key_file, KEK_CREDENTIAL_NAME);
+                r = kek_load(NULL, config.key_file, kek, &from_credential, &reason);
+        }
+        if (r < 0)
+                return log_error_errno(r, "Failed to load the key-encryption key: %s", reason ?: strerror(-r));
+
+        r = ensure_parent_directory(config.database);
+        if (r < 0)
+                goto finish;
+        r = store_open_sqlite(config.database, &store);
+        if (r < 0) {
+                log_error_errno(r, "Failed to open the database '%s': %m", config.database);
+                goto finish;
+        }
+
+        r = controller_ca_init(store, &config, kek, 0);
+        if (r == -EEXIST) {
+                log_error_errno(r, "The database '%s' already holds a CA: nothing to do.", config.database);
+                goto finish;
+        }
+        if (r < 0) {
+                log_error_errno(r, "Failed to create the CA: %m");
+                goto finish;
+        }
+
+        r = controller_ca_load(store, &config, kek, 0, &ca, &reason);
+        if (r < 0) {
+                log_error_errno(r, "Failed to load the new CA: %s", reason ?: strerror(-r));
+                goto finish;
+        }
+        controller_ca_get_root_pin(ca, pin);
+        pin_hex = hexmem(pin, sizeof(pin));
+        if (!pin_hex) {
+                r = log_oom();
+                goto finish;
+        }
+
+        printf("Trust domain:     %s\n"
+               "Root CA SPKI pin: %s\n"
+               "Database:         %s\n"
+               "Key protection:   %s\n",
+               config.trust_domain, pin_hex, config.database,
+               from_credential ? "credential " KEK_CREDENTIAL_NAME : config.key_file);
+        r = 0;
+
+finish:
+        explicit_bzero(kek, sizeof(kek));
+        return r;
+}
+
+static int verb_run(void) {
+        _cleanup_(manager_freep) Manager *m = NULL;
+        int r;
+
+        r = manager_new(&(ManagerOptions) { .confdir = arg_confdir }, &m);
+        if (r < 0)
+                return r;
+
+        r = manager_start(m);
+        if (r < 0)
+                return r;
+
+        log_info("ztna-controller %s running for trust domain '%s'.", PROJECT_VERSION, m->config.trust_domain);
+
+        r = sd_event_loop(m->event);
+        if (r < 0)
+                return log_error_errno(r, "Event loop failed: %m");
+        return 0;
+}
+
+static int parse_argv(int argc, char *argv[]) {
+        enum {
+                ARG_VERSION = 0x100,
+                ARG_CONFDIR,
+        };
+        static const struct option options[] = {
+                { "help", no_argument, NULL, 'h' },
+                { "version", no_argument, NULL, ARG_VERSION },
+                { "confdir", required_argument, NULL, ARG_CONFDIR },
+                {},
+        };
+        int c;
+
+        while ((c = getopt_long(argc, argv, "h", options, NULL)) >= 0)
+                switch (c) {
+                case 'h':
+                        help();
+                        return 0;
+                case ARG_VERSION:
+                        puts(PROJECT_VERSION);
+                        return 0;
+                case ARG_CONFDIR:
+                        if (optarg[0] != '/')
+                                return log_error_errno(EINVAL, "--confdir= needs an absolute path, got '%s'.",
+                                                       optarg);
+                        arg_confdir = optarg;
+                        break;
+                case '?':
+                        return -EINVAL;
+                default:
+                        abort();
+                }
+        return 1;
+}
+
+int main(int argc, char *argv[]) {
+        int r;
+
+        log_parse_environment();
+
+        r = parse_argv(argc, argv);
+        if (r <= 0)
+                return r < 0 ? 2 : 0;
+
+        if (optind + 1 != argc) {
+                log_error("Expected exactly one command (init or run); see --help.");
+                return 2;
+        }
+
+        if (streq(argv[optind], "init"))
+                r = verb_init();
+        else if (streq(argv[optind], "run"))
+                r = verb_run();
+        else {
+                log_error("Unknown command '%s'; see --help.", argv[optind]);
+                return 2;
+        }
+
+        return r < 0 ? 1 : 0;
+}
