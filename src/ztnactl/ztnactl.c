@@ -1,0 +1,1200 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+
+/* ztnactl: local administration of the controller over org.ztna.Controller1 on the system bus (or
+ * $ZTNA_BUS_ADDRESS). One function per verb, a verb table to dispatch, human tables or --json.
+ *
+ * Exit status: 0 success, 1 the operation failed (the controller's error message is printed), 2 usage. */
+
+#include <assert.h>
+#include <errno.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <jansson.h>
+#include <malloc.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <sys/stat.h>
+#include <systemd/sd-bus.h>
+
+#include "config.h"
+#include "fileio.h"
+#include "hexdecoct.h"
+#include "log.h"
+#include "macro.h"
+#include "parse-util.h"
+#include "string-util.h"
+#include "strv.h"
+#include "time-util.h"
+
+#define BUS_NAME "org.ztna.Controller1"
+#define BUS_PATH "/org/ztna/Controller1"
+#define BUS_INTERFACE "org.ztna.Controller1"
+
+#define EXIT_USAGE 2
+
+/* --group given at most this often (the controller's own limit is the same: STORE_GROUPS_MAX). */
+#define ARG_GROUPS_MAX 64U
+/* Cells one table holds; a reply bigger than this is refused rather than buffered. */
+#define TABLE_CELLS_MAX (1024U * 1024U)
+/* Longest "2026-11-21 22:30:00 UTC" or "in 1y 2w" we write, NUL included. */
+#define TIME_STRING_MAX 64
+
+/* Options that belong to one verb or another; each verb lists those it takes. */
+typedef enum VerbOption {
+        OPT_ROLE = 1 << 0,
+        OPT_ID = 1 << 1,
+        OPT_NETWORK = 1 << 2,
+        OPT_GROUP = 1 << 3,
+        OPT_TTL = 1 << 4,
+        OPT_OUTPUT = 1 << 5,
+        OPT_REASON = 1 << 6,
+} VerbOption;
+
+static bool arg_json = false;
+static bool arg_legend = true;
+static bool arg_ask_password = true;
+static const char *arg_role = NULL;
+static const char *arg_id = NULL;
+static const char *arg_network = NULL;
+static char **arg_groups = NULL;
+static usec_t arg_ttl = 0;
+static const char *arg_output = NULL;
+static const char *arg_reason = NULL;
+static unsigned arg_given = 0; /* VerbOption mask */
+
+/* --- output helpers --- */
+
+static const char *empty_or_null(const char *s) {
+        return isempty(s) ? NULL : s;
+}
+
+static const char *bus_error_message(const sd_bus_error *e, int r) {
+        if (e && e->message)
+                return e->message;
+        return strerror(ERRNO_VALUE(r));
+}
+
+/* "2026-11-21 22:30:00 UTC"; "-" for 0 (never happened / no such time). */
+static const char *format_time_absolute(char buf[static TIME_STRING_MAX], usec_t t) {
+        struct tm tm;
+        time_t sec;
+
+        if (t == 0 || t == USEC_INFINITY || t / USEC_PER_SEC > (usec_t) INT64_MAX)
+                return "-";
+        sec = (time_t) (t / USEC_PER_SEC);
+        if (!gmtime_r(&sec, &tm) || strftime(buf, TIME_STRING_MAX, "%Y-%m-%d %H:%M:%S UTC", &tm) == 0)
+                return "-";
+        return buf;
+}
+
+/* "in 29min", "3s ago", "1d 2h ago", "now": minutes once it is a minute or more, hours once a day or more. */
+static const char *format_time_relative(char buf[static TIME_STRING_MAX], usec_t t, usec_t n) {
+        char span[FORMAT_TIMESPAN_MAX];
+        usec_t d, accuracy;
+
+        if (t == 0 || t == USEC_INFINITY)
+                return "-";
+
+        d = t > n ? t - n : n - t;
+        if (d < USEC_PER_SEC)
+                return "now";
+        accuracy = d >= USEC_PER_DAY ? USEC_PER_HOUR : d >= USEC_PER_MINUTE ? USEC_PER_MINUTE : USEC_PER_SEC;
+        format_timespan(span, sizeof(span), d, accuracy);
+        snprintf(buf, TIME_STRING_MAX, t > n ? "in %s" : "%s ago", span);
+        return buf;
+}
+
+/* A copy safe to print on a terminal: values come from remote agents (version, labels), so control
+ * characters become '?'. */
+static char *sanitize_cell(const char *s) {
+        char *c = strdup(isempty(s) ? "-" : s);
+
+        if (!c)
+                return NULL;
+        for (char *p = c; *p; p++)
+                if ((unsigned char) *p < 0x20 || *p == 0x7f)
+                        *p = '?';
+        return c;
+}
+
+/* Display width of UTF-8 text, counting code points (the tables hold no wide characters). */
+static size_t utf8_width(const char *s) {
+        size_t n = 0;
+
+        for (; *s; s++)
+                if (((unsigned char) *s & 0xc0) != 0x80)
+                        n++;
+        return n;
+}
+
+typedef struct Table {
+        size_t n_columns;
+        char **cells; /* row-major, the header row first */
+        size_t n_cells;
+} Table;
+
+static void table_done(Table *t) {
+        t->cells = strv_free(t->cells);
+        t->n_cells = 0;
+}
+
+static int table_add(Table *t, const char *value) {
+        char *c;
+
+        if (t->n_cells >= TABLE_CELLS_MAX)
+                return -E2BIG;
+        c = sanitize_cell(value);
+        if (!c)
+                return -ENOMEM;
+        if (strv_consume(&t->cells, c) < 0)
+                return -ENOMEM;
+        t->n_cells++;
+        return 0;
+}
+
+static int table_new(Table *t, const char *const *header) {
+        int r;
+
+        *t = (Table) { .n_columns = strv_length((char *const *) header) };
+        STRV_FOREACH(h, (char *const *) header) {
+                r = table_add(t, *h);
+                if (r < 0)
+                        return r;
+        }
+        return 0;
+}
+
+static int table_add_cells(Table *t, const char *const *cells, size_t n) {
+        int r;
+
+        /* A row is all of its columns, or the table is misbuilt. */
+        assert(n == t->n_columns);
+
+        for (size_t i = 0; i < n; i++) {
+                r = table_add(t, cells[i]);
+                if (r < 0)
+                        return r;
+        }
+        return 0;
+}
+
+/* table_add_row(t, "a", "b", …): one row, as many cells as columns (sizeof evaluates nothing). */
+#define table_add_row(t, ...)                                                              \
+        table_add_cells((t), (const char *const[]) { __VA_ARGS__ },                        \
+                        ELEMENTSOF(((const char *const[]) { __VA_ARGS__ })))
+
+static size_t table_n_rows(const Table *t) {
+        return t->n_cells / t->n_columns - 1;
+}
+
+/* Left-aligned columns separated by two spaces; the last column is not padded. */
+static void table_print(const Table *t, const char *noun_singular, const char *noun_plural) {
+        size_t widths[16] = {};
+        size_t n_rows = table_n_rows(t);
+
+        assert(t->n_columns > 0 && t->n_columns <= ELEMENTSOF(widths));
+
+        for (size_t i = arg_legend ? 0 : t->n_columns; i < t->n_cells; i++)
+                widths[i % t->n_columns] = MAX(widths[i % t->n_columns], utf8_width(t->cells[i]));
+
+        for (size_t i = arg_legend ? 0 : t->n_columns; i < t->n_cells; i++) {
+                size_t col = i % t->n_columns;
+
+                fputs(t->cells[i], stdout);
+                if (col + 1 == t->n_columns)
+                        fputc('\n', stdout);
+                else
+                        printf("%*s", (int) (widths[col] - utf8_width(t->cells[i]) + 2), "");
+        }
+
+        if (arg_legend)
+                printf("\n%zu %s listed.\n", n_rows, n_rows == 1 ? noun_singular : noun_plural);
+}
+
+static int json_set(json_t *o, const char *key, json_t *value) {
+        /* json_object_set_new() takes the reference even when it fails, and fails on a NULL value. */
+        return json_object_set_new(o, key, value) < 0 ? -ENOMEM : 0;
+}
+
+static int json_set_string(json_t *o, const char *key, const char *value) {
+        return json_set(o, key, value ? json_string(value) : json_null());
+}
+
+/* "key": ISO 8601 UTC or null for 0, and "key_usec": µs since the epoch (0: none). */
+static int json_set_time(json_t *o, const char *key, usec_t t) {
+        char buf[FORMAT_TIMESTAMP_MAX], key_usec[64];
+        int r;
+
+        r = json_set(o, key,
+                     t > 0 && format_timestamp(buf, sizeof(buf), t) ? json_string(buf) : json_null());
+        if (r < 0)
+                return r;
+        snprintf(key_usec, sizeof(key_usec), "%s_usec", key);
+        return json_set(o, key_usec, json_integer((json_int_t) MIN(t, (usec_t) INT64_MAX)));
+}
+
+static int json_set_strv(json_t *o, const char *key, char *const *l) {
+        json_t *a = json_array();
+
+        if (!a)
+                return -ENOMEM;
+        STRV_FOREACH(s, l)
+                if (json_array_append_new(a, json_string(*s)) < 0) {
+                        json_decref(a);
+                        return -ENOMEM;
+                }
+        return json_set(o, key, a);
+}
+
+static int json_print(json_t *j) {
+        if (json_dumpf(j, stdout, JSON_INDENT(2)) < 0 || fputc('\n', stdout) == EOF || fflush(stdout) != 0)
+                return log_error_errno(EIO, "Failed to write JSON to stdout.");
+        return 0;
+}
+
+/* jansson may hold the token's secret: wipe every block it frees. */
+static void json_free_erase(void *p) {
+        if (p)
+                explicit_bzero(p, malloc_usable_size(p));
+        free(p);
+}
+
+/* --- the bus --- */
+
+static int bus_connect(sd_bus **ret) {
+        _cleanup_(sd_bus_flush_close_unrefp) sd_bus *bus = NULL;
+        const char *address = secure_getenv("ZTNA_BUS_ADDRESS");
+        int r;
+
+        if (isempty(address)) {
+                r = sd_bus_open_system(&bus);
+                if (r < 0)
+                        return log_error_errno(r, "Failed to connect to the system bus: %m");
+        } else {
+                r = sd_bus_new(&bus);
+                if (r < 0)
+                        return log_oom();
+                r = sd_bus_set_address(bus, address);
+                if (r < 0)
+                        return log_error_errno(r, "Invalid $ZTNA_BUS_ADDRESS: %m");
+                r = sd_bus_set_bus_client(bus, true);
+                if (r < 0)
+                        return log_error_errno(r, "Failed to set up the bus connection: %m");
+                r = sd_bus_start(bus);
+                if (r < 0)
+                        return log_error_errno(r, "Failed to connect to the bus at $ZTNA_BUS_ADDRESS: %m");
+        }
+
+        /* polkit may then ask for a password instead of refusing outright. */
+        r = sd_bus_set_allow_interactive_authorization(bus, arg_ask_password);
+        if (r < 0)
+                return log_error_errno(r, "Failed to set up interactive authorization: %m");
+
+        *ret = TAKE_PTR(bus);
+        return 0;
+}
+
+static int bus_new_call(sd_bus *bus, const char *member, sd_bus_message **ret) {
+        int r;
+
+        r = sd_bus_message_new_method_call(bus, ret, BUS_NAME, BUS_PATH, BUS_INTERFACE, member);
+        if (r < 0)
+                return log_error_errno(r, "Failed to create a %s call: %m", member);
+        return 0;
+}
+
+/* Sends the call; on failure prints "<what>: <the controller's message>". */
+static int bus_call(sd_bus *bus, sd_bus_message *call, const char *what, sd_bus_message **ret_reply) {
+        _cleanup_(sd_bus_error_free) sd_bus_error error = SD_BUS_ERROR_NULL;
+        int r;
+
+        r = sd_bus_call(bus, call, 0, &error, ret_reply);
+        if (r < 0)
+                return log_error_errno(r, "Failed to %s: %s", what, bus_error_message(&error, r));
+        return 0;
+}
+
+static int bus_parse_error(int r) {
+        return log_error_errno(r, "Failed to parse the controller's reply: %m");
+}
+
+/* --- token --- */
+
+static int token_write_file(const char *path, const char *token) {
+        _cleanup_erase_free_ char *content = NULL;
+
+        content = strjoin(token, "\n", NULL);
+        if (!content)
+                return -ENOMEM;
+        return write_file_atomic_full(path, content, strlen(content), 0600, WRITE_FILE_NOREPLACE);
+}
+
+/* The file could not be written: the token exists but nobody has it. Revoke it rather than leave a
+ * credential nobody knows about. */
+static void token_revoke_orphan(sd_bus *bus, const char *id) {
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *call = NULL;
+
+        if (bus_new_call(bus, "RevokeToken", &call) < 0 || sd_bus_message_append(call, "s", id) < 0 ||
+            bus_call(bus, call, "revoke the unsaved token", NULL) < 0)
+                log_error("Token %s could not be revoked: revoke it with 'ztnactl token revoke %s'.", id, id);
+        else
+                log_error("Token %s was revoked.", id);
+}
+
+static int verb_token_create(sd_bus *bus, char **args) {
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *call = NULL, *reply = NULL;
+        const char *token, *id;
+        char buf[TIME_STRING_MAX], rel[TIME_STRING_MAX];
+        uint64_t expires;
+        struct stat st;
+        int r;
+
+        /* Refuse early: a token created for a file that cannot be written would be wasted. The write
+         * itself is create-only, so this check is a courtesy, not the safeguard. */
+        if (arg_output && lstat(arg_output, &st) == 0)
+                return log_error_errno(EEXIST, "Refusing to overwrite '%s': it exists.", arg_output);
+
+        r = bus_new_call(bus, "CreateToken", &call);
+        if (r < 0)
+                return r;
+        r = sd_bus_message_append(call, "sss", arg_role, strempty(arg_id), strempty(arg_network));
+        if (r < 0)
+                return log_oom();
+        r = sd_bus_message_append_strv(call, arg_groups);
+        if (r < 0)
+                return log_oom();
+        r = sd_bus_message_append(call, "t", (uint64_t) arg_ttl);
+        if (r < 0)
+                return log_oom();
+
+        r = bus_call(bus, call, "create token", &reply);
+        if (r < 0)
+                return r;
+        /* The reply holds the secret: its buffers are wiped when it is freed. */
+        (void) sd_bus_message_sensitive(reply);
+
+        r = sd_bus_message_read(reply, "sst", &token, &id, &expires);
+        if (r < 0)
+                return bus_parse_error(r);
+
+        if (arg_output) {
+                r = token_write_file(arg_output, token);
+                if (r < 0) {
+                        log_error_errno(r, "Failed to write the token to '%s': %m", arg_output);
+                        token_revoke_orphan(bus, id);
+                        return r;
+                }
+        }
+
+        if (arg_json) {
+                json_auto_t *j = json_object();
+
+                if (!j)
+                        return log_oom();
+                if ((!arg_output && json_set_string(j, "token", token) < 0) ||
+                    json_set_string(j, "id", id) < 0 ||
+                    json_set_time(j, "expires", expires) < 0 ||
+                    (arg_output && json_set_string(j, "file", arg_output) < 0))
+                        return log_oom();
+                r = json_print(j);
+        } else if (arg_output) {
+                printf("Token %s written to '%s', expires %s (%s).\n", id, arg_output,
+                       format_time_absolute(buf, expires), format_time_relative(rel, expires, now(CLOCK_REALTIME)));
+                r = 0;
+        } else {
+                /* Only the token on stdout, so that it can be captured; the rest is a hint for humans. */
+                printf("%s\n", token);
+                if (arg_legend)
+                        fprintf(stderr, "Token %s expires %s (%s). It is shown only once.\n", id,
+                                format_time_absolute(buf, expires),
+                                format_time_relative(rel, expires, now(CLOCK_REALTIME)));
+                r = 0;
+        }
+        if (fflush(stdout) != 0)
+                return log_error_errno(errno, "Failed to write to stdout: %m");
+        return r;
+}
+
+typedef struct TokenRow {
+        const char *id, *role, *state, *bound_id, *remote_network, *created_by, *used_by;
+        char **groups;
+        uint64_t created_at, expires_at, used_at, revoked_at;
+} TokenRow;
+
+static void token_row_done(TokenRow *row) {
+        row->groups = strv_free(row->groups);
+}
+
+static int token_row_read(sd_bus_message *reply, TokenRow *row) {
+        int r;
+
+        *row = (TokenRow) {};
+        r = sd_bus_message_enter_container(reply, 'r', "sssssasstttst");
+        if (r <= 0)
+                return r;
+        r = sd_bus_message_read(reply, "sssss", &row->id, &row->role, &row->state, &row->bound_id,
+                                &row->remote_network);
+        if (r < 0)
+                return r;
+        r = sd_bus_message_read_strv(reply, &row->groups);
+        if (r < 0)
+                return r;
+        r = sd_bus_message_read(reply, "stttst", &row->created_by, &row->created_at, &row->expires_at,
+                                &row->used_at, &row->used_by, &row->revoked_at);
+        if (r < 0)
+                return r;
+        r = sd_bus_message_exit_container(reply);
+        if (r < 0)
+                return r;
+        return 1;
+}
+
+static int token_row_to_json(const TokenRow *row, json_t *array) {
+        json_t *o = json_object();
+
+        if (!o || json_array_append_new(array, o) < 0)
+                return -ENOMEM;
+        if (json_set_string(o, "id", row->id) < 0 ||
+            json_set_string(o, "role", row->role) < 0 ||
+            json_set_string(o, "state", row->state) < 0 ||
+            json_set_string(o, "bound_id", empty_or_null(row->bound_id)) < 0 ||
+            json_set_string(o, "remote_network", empty_or_null(row->remote_network)) < 0 ||
+            json_set_strv(o, "groups", row->groups) < 0 ||
+            json_set_string(o, "created_by", empty_or_null(row->created_by)) < 0 ||
+            json_set_time(o, "created_at", row->created_at) < 0 ||
+            json_set_time(o, "expires_at", row->expires_at) < 0 ||
+            json_set_time(o, "used_at", row->used_at) < 0 ||
+            json_set_string(o, "used_by", empty_or_null(row->used_by)) < 0 ||
+            json_set_time(o, "revoked_at", row->revoked_at) < 0)
+                return -ENOMEM;
+        return 0;
+}
+
+static int token_row_to_table(const TokenRow *row, Table *t, usec_t n) {
+        _cleanup_free_ char *groups = NULL;
+        char created[TIME_STRING_MAX], expires[TIME_STRING_MAX];
+
+        groups = strv_join(row->groups, ",");
+        if (!groups)
+                return -ENOMEM;
+
+        return table_add_row(t, row->id, row->role, row->state, row->bound_id, row->remote_network, groups,
+                             row->created_by, format_time_absolute(created, row->created_at),
+                             format_time_relative(expires, row->expires_at, n), row->used_by);
+}
+
+static int verb_token_list(sd_bus *bus, char **args) {
+        static const char *const header[] = {
+                "ID", "ROLE", "STATE", "BOUND-ID", "NETWORK", "GROUPS", "CREATED-BY", "CREATED", "EXPIRES",
+                "USED-BY", NULL,
+        };
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *call = NULL, *reply = NULL;
+        _cleanup_(table_done) Table table = {};
+        json_auto_t *array = NULL;
+        usec_t n = now(CLOCK_REALTIME);
+        int r;
+
+        r = bus_new_call(bus, "ListTokens", &call);
+        if (r < 0)
+                return r;
+        r = bus_call(bus, call, "list tokens", &reply);
+        if (r < 0)
+                return r;
+
+        if (arg_json) {
+                array = json_array();
+                if (!array)
+                        return log_oom();
+        } else {
+                r = table_new(&table, header);
+                if (r < 0)
+                        return log_oom();
+        }
+
+        r = sd_bus_message_enter_container(reply, 'a', "(sssssasstttst)");
+        if (r < 0)
+                return bus_parse_error(r);
+        for (;;) {
+                _cleanup_(token_row_done) TokenRow row = {};
+
+                r = token_row_read(reply, &row);
+                if (r < 0)
+                        return bus_parse_error(r);
+                if (r == 0)
+                        break;
+
+                r = arg_json ? token_row_to_json(&row, array) : token_row_to_table(&row, &table, n);
+                if (r < 0)
+                        return log_error_errno(r, "Failed to format the token list: %m");
+        }
+
+        if (arg_json)
+                return json_print(array);
+        table_print(&table, "token", "tokens");
+        return 0;
+}
+
+static int verb_token_revoke(sd_bus *bus, char **args) {
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *call = NULL;
+        int r;
+
+        r = bus_new_call(bus, "RevokeToken", &call);
+        if (r < 0)
+                return r;
+        r = sd_bus_message_append(call, "s", args[0]);
+        if (r < 0)
+                return log_oom();
+
+        return bus_call(bus, call, "revoke token", NULL);
+}
+
+/* --- agents --- */
+
+typedef struct AgentRow {
+        const char *spiffe_id, *role, *id, *status, *version, *private_ip, *remote_network, *via;
+        char **labels, **groups;
+        uint64_t last_seen, cert_not_after, enrolled_at, revoked_at;
+} AgentRow;
+
+static void agent_row_done(AgentRow *row) {
+        row->labels = strv_free(row->labels);
+        row->groups = strv_free(row->groups);
+}
+
+static int agent_row_read(sd_bus_message *reply, AgentRow *row) {
+        int r;
+
+        *row = (AgentRow) {};
+        r = sd_bus_message_enter_container(reply, 'r', "ssssssassasstttt");
+        if (r <= 0)
+                return r;
+        r = sd_bus_message_read(reply, "ssssss", &row->spiffe_id, &row->role, &row->id, &row->status,
+                                &row->version, &row->private_ip);
+        if (r < 0)
+                return r;
+        r = sd_bus_message_read_strv(reply, &row->labels);
+        if (r < 0)
+                return r;
+        r = sd_bus_message_read(reply, "s", &row->remote_network);
+        if (r < 0)
+                return r;
+        r = sd_bus_message_read_strv(reply, &row->groups);
+        if (r < 0)
+                return r;
+        r = sd_bus_message_read(reply, "stttt", &row->via, &row->last_seen, &row->cert_not_after,
+                                &row->enrolled_at, &row->revoked_at);
+        if (r < 0)
+                return r;
+        r = sd_bus_message_exit_container(reply);
+        if (r < 0)
+                return r;
+        return 1;
+}
+
+static int agent_row_to_json(const AgentRow *row, json_t *array) {
+        json_t *o = json_object();
+
+        if (!o || json_array_append_new(array, o) < 0)
+                return -ENOMEM;
+        if (json_set_string(o, "spiffe_id", row->spiffe_id) < 0 ||
+            json_set_string(o, "role", row->role) < 0 ||
+            json_set_string(o, "id", row->id) < 0 ||
+            json_set_string(o, "status", row->status) < 0 ||
+            json_set_string(o, "version", empty_or_null(row->version)) < 0 ||
+            json_set_string(o, "private_ip", empty_or_null(row->private_ip)) < 0 ||
+            json_set_strv(o, "labels", row->labels) < 0 ||
+            json_set_string(o, "remote_network", empty_or_null(row->remote_network)) < 0 ||
+            json_set_strv(o, "groups", row->groups) < 0 ||
+            json_set_string(o, "via", empty_or_null(row->via)) < 0 ||
+            json_set_time(o, "last_seen", row->last_seen) < 0 ||
+            json_set_time(o, "cert_not_after", row->cert_not_after) < 0 ||
+            json_set_time(o, "enrolled_at", row->enrolled_at) < 0 ||
+            json_set_time(o, "revoked_at", row->revoked_at) < 0)
+                return -ENOMEM;
+        return 0;
+}
+
+static int agent_row_to_table(const AgentRow *row, Table *t, usec_t n) {
+        _cleanup_free_ char *groups = NULL;
+        char seen[TIME_STRING_MAX], expires[TIME_STRING_MAX];
+
+        groups = strv_join(row->groups, ",");
+        if (!groups)
+                return -ENOMEM;
+
+        return table_add_row(t, row->spiffe_id, row->status, row->version, row->private_ip, row->remote_network,
+                             groups, row->last_seen > 0 ? format_time_relative(seen, row->last_seen, n) : "never",
+                             row->revoked_at > 0 ? "-" : format_time_relative(expires, row->cert_not_after, n));
+}
+
+static int verb_agents_list(sd_bus *bus, char **args) {
+        static const char *const header[] = {
+                "SPIFFE-ID", "STATUS", "VERSION", "ADDRESS", "NETWORK", "GROUPS", "LAST-SEEN", "CERT-EXPIRES",
+                NULL,
+        };
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *call = NULL, *reply = NULL;
+        _cleanup_(table_done) Table table = {};
+        json_auto_t *array = NULL;
+        usec_t n = now(CLOCK_REALTIME);
+        int r;
+
+        r = bus_new_call(bus, "ListAgents", &call);
+        if (r < 0)
+                return r;
+        r = sd_bus_message_append(call, "s", strempty(arg_role));
+        if (r < 0)
+                return log_oom();
+        r = bus_call(bus, call, "list agents", &reply);
+        if (r < 0)
+                return r;
+
+        if (arg_json) {
+                array = json_array();
+                if (!array)
+                        return log_oom();
+        } else {
+                r = table_new(&table, header);
+                if (r < 0)
+                        return log_oom();
+        }
+
+        r = sd_bus_message_enter_container(reply, 'a', "(ssssssassasstttt)");
+        if (r < 0)
+                return bus_parse_error(r);
+        for (;;) {
+                _cleanup_(agent_row_done) AgentRow row = {};
+
+                r = agent_row_read(reply, &row);
+                if (r < 0)
+                        return bus_parse_error(r);
+                if (r == 0)
+                        break;
+
+                r = arg_json ? agent_row_to_json(&row, array) : agent_row_to_table(&row, &table, n);
+                if (r < 0)
+                        return log_error_errno(r, "Failed to format the agent list: %m");
+        }
+
+        if (arg_json)
+                return json_print(array);
+        table_print(&table, "agent", "agents");
+        return 0;
+}
+
+static int verb_agents_revoke(sd_bus *bus, char **args) {
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *call = NULL;
+        int r;
+
+        r = bus_new_call(bus, "RevokeAgent", &call);
+        if (r < 0)
+                return r;
+        r = sd_bus_message_append(call, "ss", args[0], strempty(arg_reason));
+        if (r < 0)
+                return log_oom();
+
+        return bus_call(bus, call, "revoke agent", NULL);
+}
+
+/* --- ca --- */
+
+typedef struct CaRow {
+        const char *fingerprint, *kind, *state, *parent;
+        uint64_t not_before, not_after;
+        const void *certificate;
+        size_t certificate_size;
+} CaRow;
+
+static int ca_row_read(sd_bus_message *reply, CaRow *row) {
+        int r;
+
+        *row = (CaRow) {};
+        r = sd_bus_message_enter_container(reply, 'r', "ssssttay");
+        if (r <= 0)
+                return r;
+        r = sd_bus_message_read(reply, "sssstt", &row->fingerprint, &row->kind, &row->state, &row->parent,
+                                &row->not_before, &row->not_after);
+        if (r < 0)
+                return r;
+        r = sd_bus_message_read_array(reply, 'y', &row->certificate, &row->certificate_size);
+        if (r < 0)
+                return r;
+        r = sd_bus_message_exit_container(reply);
+        if (r < 0)
+                return r;
+        return 1;
+}
+
+static int ca_row_to_json(const CaRow *row, json_t *array) {
+        _cleanup_free_ char *der = NULL;
+        json_t *o;
+
+        if (base64_encode(row->certificate, row->certificate_size, &der) < 0)
+                return -ENOMEM;
+
+        o = json_object();
+        if (!o || json_array_append_new(array, o) < 0)
+                return -ENOMEM;
+        if (json_set_string(o, "fingerprint", row->fingerprint) < 0 ||
+            json_set_string(o, "kind", row->kind) < 0 ||
+            json_set_string(o, "state", row->state) < 0 ||
+            json_set_string(o, "parent", empty_or_null(row->parent)) < 0 ||
+            json_set_time(o, "not_before", row->not_before) < 0 ||
+            json_set_time(o, "not_after", row->not_after) < 0 ||
+            json_set_string(o, "certificate", der) < 0)
+                return -ENOMEM;
+        return 0;
+}
+
+static int ca_row_to_table(const CaRow *row, Table *t) {
+        char parent[17], not_after[TIME_STRING_MAX];
+
+        /* A prefix is enough to tell which root an issuing CA belongs to; the full value is in --json. */
+        snprintf(parent, sizeof(parent), "%s", row->parent);
+
+        return table_add_row(t, row->kind, row->state, row->fingerprint, parent,
+                             format_time_absolute(not_after, row->not_after));
+}
+
+typedef struct ControllerInfo {
+        char *trust_domain, *controller_id, *version, *root_fingerprint;
+        char **addresses;
+        uint32_t control_streams;
+} ControllerInfo;
+
+static void controller_info_done(ControllerInfo *i) {
+        free(i->trust_domain);
+        free(i->controller_id);
+        free(i->version);
+        free(i->root_fingerprint);
+        strv_free(i->addresses);
+        *i = (ControllerInfo) {};
+}
+
+static int controller_info_get(sd_bus *bus, ControllerInfo *ret) {
+        _cleanup_(controller_info_done) ControllerInfo i = {};
+        _cleanup_(sd_bus_error_free) sd_bus_error error = SD_BUS_ERROR_NULL;
+        const struct {
+                const char *name;
+                char **value;
+        } strings[] = {
+                { "TrustDomain", &i.trust_domain },
+                { "ControllerId", &i.controller_id },
+                { "Version", &i.version },
+                { "RootFingerprint", &i.root_fingerprint },
+        };
+        int r;
+
+        for (size_t k = 0; k < ELEMENTSOF(strings); k++) {
+                r = sd_bus_get_property_string(bus, BUS_NAME, BUS_PATH, BUS_INTERFACE, strings[k].name, &error,
+                                               strings[k].value);
+                if (r < 0)
+                        return log_error_errno(r, "Failed to read the controller's %s: %s", strings[k].name,
+                                               bus_error_message(&error, r));
+        }
+        r = sd_bus_get_property_strv(bus, BUS_NAME, BUS_PATH, BUS_INTERFACE, "AdvertisedAddresses", &error,
+                                     &i.addresses);
+        if (r < 0)
+                return log_error_errno(r, "Failed to read the controller's AdvertisedAddresses: %s",
+                                       bus_error_message(&error, r));
+        r = sd_bus_get_property_trivial(bus, BUS_NAME, BUS_PATH, BUS_INTERFACE, "ControlStreams", &error, 'u',
+                                        &i.control_streams);
+        if (r < 0)
+                return log_error_errno(r, "Failed to read the controller's ControlStreams: %s",
+                                       bus_error_message(&error, r));
+
+        *ret = i;
+        i = (ControllerInfo) {};
+        return 0;
+}
+
+static int verb_ca_status(sd_bus *bus, char **args) {
+        static const char *const header[] = { "KIND", "STATE", "FINGERPRINT", "PARENT", "NOT-AFTER", NULL };
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *call = NULL, *reply = NULL;
+        _cleanup_(controller_info_done) ControllerInfo info = {};
+        _cleanup_(table_done) Table table = {};
+        _cleanup_free_ char *addresses = NULL;
+        json_auto_t *array = NULL, *j = NULL;
+        bool rotating = false;
+        int r;
+
+        r = controller_info_get(bus, &info);
+        if (r < 0)
+                return r;
+
+        r = bus_new_call(bus, "ListCAs", &call);
+        if (r < 0)
+                return r;
+        r = bus_call(bus, call, "list certificate authorities", &reply);
+        if (r < 0)
+                return r;
+
+        if (arg_json) {
+                array = json_array();
+                if (!array)
+                        return log_oom();
+        } else {
+                r = table_new(&table, header);
+                if (r < 0)
+                        return log_oom();
+        }
+
+        r = sd_bus_message_enter_container(reply, 'a', "(ssssttay)");
+        if (r < 0)
+                return bus_parse_error(r);
+        for (;;) {
+                CaRow row;
+
+                r = ca_row_read(reply, &row);
+                if (r < 0)
+                        return bus_parse_error(r);
+                if (r == 0)
+                        break;
+
+                /* A staged root (step 1) or a retiring one (step 2) is a rotation under way. */
+                if (streq(row.kind, "root") && (streq(row.state, "staged") || streq(row.state, "retiring")))
+                        rotating = true;
+
+                r = arg_json ? ca_row_to_json(&row, array) : ca_row_to_table(&row, &table);
+                if (r < 0)
+                        return log_error_errno(r, "Failed to format the CA list: %m");
+        }
+
+        if (arg_json) {
+                j = json_object();
+                if (!j)
+                        return log_oom();
+                if (json_set_string(j, "trust_domain", info.trust_domain) < 0 ||
+                    json_set_string(j, "controller_id", info.controller_id) < 0 ||
+                    json_set_string(j, "version", info.version) < 0 ||
+                    json_set_strv(j, "advertised_addresses", info.addresses) < 0 ||
+                    json_set_string(j, "root_fingerprint", info.root_fingerprint) < 0 ||
+                    json_set(j, "control_streams", json_integer(info.control_streams)) < 0 ||
+                    json_set(j, "rotation_in_progress", json_boolean(rotating)) < 0 ||
+                    json_set(j, "cas", json_incref(array)) < 0)
+                        return log_oom();
+                return json_print(j);
+        }
+
+        addresses = strv_join(info.addresses, " ");
+        if (!addresses)
+                return log_oom();
+
+        if (arg_legend) {
+                printf("    Trust domain: %s\n"
+                       "      Controller: %s (version %s)\n"
+                       "       Addresses: %s\n"
+                       "Root fingerprint: %s\n"
+                       " Control streams: %" PRIu32 "\n"
+                       "   Root rotation: %s\n\n",
+                       info.trust_domain, info.controller_id, info.version, addresses, info.root_fingerprint,
+                       info.control_streams, rotating ? "in progress" : "none");
+        }
+        table_print(&table, "certificate authority", "certificate authorities");
+        return 0;
+}
+
+static int verb_ca_rotate(sd_bus *bus, char **args) {
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *call = NULL;
+        int r;
+
+        r = bus_new_call(bus, "RotateRootCA", &call);
+        if (r < 0)
+                return r;
+        r = bus_call(bus, call, "start a root CA rotation", NULL);
+        if (r < 0)
+                return r;
+
+        if (arg_legend && !arg_json)
+                printf("Root CA rotation started: the new root is in the trust bundle and takes over once every "
+                       "agent has renewed.\n");
+        return 0;
+}
+
+/* --- the command line --- */
+
+typedef struct Verb {
+        const char *object;
+        const char *name;
+        unsigned n_args;      /* positional arguments after "<object> <verb>" (exactly) */
+        const char *args_help;
+        unsigned options;     /* VerbOption mask it accepts */
+        unsigned required;    /* …and requires */
+        int (*run)(sd_bus *bus, char **args);
+} Verb;
+
+static const Verb verbs[] = {
+        { "token", "create", 0, NULL, OPT_ROLE | OPT_ID | OPT_NETWORK | OPT_GROUP | OPT_TTL | OPT_OUTPUT,
+          OPT_ROLE, verb_token_create },
+        { "token", "list", 0, NULL, 0, 0, verb_token_list },
+        { "token", "revoke", 1, "ID", 0, 0, verb_token_revoke },
+        { "agents", "list", 0, NULL, OPT_ROLE, 0, verb_agents_list },
+        { "agents", "revoke", 1, "AGENT", OPT_REASON, 0, verb_agents_revoke },
+        { "ca", "status", 0, NULL, 0, 0, verb_ca_status },
+        { "ca", "rotate", 0, NULL, 0, 0, verb_ca_rotate },
+};
+
+static const struct {
+        VerbOption flag;
+        const char *name;
+} option_names[] = {
+        { OPT_ROLE, "--role" },     { OPT_ID, "--id" },         { OPT_NETWORK, "--network" },
+        { OPT_GROUP, "--group" },   { OPT_TTL, "--ttl" },       { OPT_OUTPUT, "--output" },
+        { OPT_REASON, "--reason" },
+};
+
+static void help(void) {
+        printf("%s [OPTIONS...] COMMAND ...\n\n"
+               "Administer the ztna controller on this host.\n\n"
+               "Enrollment tokens:\n"
+               "  token create --role ROLE [--id ID] [--network NET] [--group G]... [--ttl DURATION]\n"
+               "               [--output FILE]     Create a one-time enrollment token\n"
+               "  token list                       List tokens (never their secrets)\n"
+               "  token revoke ID                  Revoke an unused token\n\n"
+               "Agents:\n"
+               "  agents list [--role ROLE]        List enrolled agents\n"
+               "  agents revoke AGENT [--reason TEXT]\n"
+               "                                   Revoke an agent (SPIFFE ID or id)\n\n"
+               "Certificate authority:\n"
+               "  ca status                        Show the controller and its CAs\n"
+               "  ca rotate                        Start a staged root CA rotation\n\n"
+               "Options:\n"
+               "  -h --help                        Show this help\n"
+               "     --version                     Show the version\n"
+               "     --json                        Output JSON (times as ISO 8601 UTC and in µs)\n"
+               "     --no-legend                   Omit headers, footers and hints\n"
+               "     --no-ask-password             Do not ask for a password to authorize\n"
+               "     --role ROLE                   connector or tunneler\n"
+               "     --id ID                       Bind the token to this agent id\n"
+               "     --network NET                 Remote network a connector joins\n"
+               "     --group GROUP                 Group a tunneler joins (repeatable)\n"
+               "     --ttl DURATION                Token lifetime, e.g. 30min, 2h (default: the controller's)\n"
+               "     --output FILE                 Write the token to FILE (created, mode 0600)\n"
+               "     --reason TEXT                 Why the agent is revoked\n\n"
+               "The controller is reached on the system bus, or at $ZTNA_BUS_ADDRESS when set.\n",
+               program_invocation_short_name);
+}
+
+static int usage_error(const char *format, ...) _printf_(1, 2);
+static int usage_error(const char *format, ...) {
+        va_list ap;
+
+        va_start(ap, format);
+        vfprintf(stderr, format, ap);
+        va_end(ap);
+        fprintf(stderr, "\nSee '%s --help'.\n", program_invocation_short_name);
+        return -EINVAL;
+}
+
+/* 1: run the verb at argv[optind…]; 0: done (help, version); -EINVAL: usage error, already printed. */
+static int parse_argv(int argc, char *argv[]) {
+        enum {
+                ARG_VERSION = 0x100,
+                ARG_JSON,
+                ARG_NO_LEGEND,
+                ARG_NO_ASK_PASSWORD,
+                ARG_ROLE,
+                ARG_ID,
+                ARG_NETWORK,
+                ARG_GROUP,
+                ARG_TTL,
+                ARG_OUTPUT,
+                ARG_REASON,
+        };
+        static const struct option options[] = {
+                { "help", no_argument, NULL, 'h' },
+                { "version", no_argument, NULL, ARG_VERSION },
+                { "json", no_argument, NULL, ARG_JSON },
+                { "no-legend", no_argument, NULL, ARG_NO_LEGEND },
+                { "no-ask-password", no_argument, NULL, ARG_NO_ASK_PASSWORD },
+                { "role", required_argument, NULL, ARG_ROLE },
+                { "id", required_argument, NULL, ARG_ID },
+                { "network", required_argument, NULL, ARG_NETWORK },
+                { "group", required_argument, NULL, ARG_GROUP },
+                { "ttl", required_argument, NULL, ARG_TTL },
+                { "output", required_argument, NULL, ARG_OUTPUT },
+                { "reason", required_argument, NULL, ARG_REASON },
+                {},
+        };
+        int c, r;
+
+        /* Errors from getopt are ours to print, in the same shape as the others. */
+        opterr = 0;
+        while ((c = getopt_long(argc, argv, ":h", options, NULL)) >= 0)
+                switch (c) {
+
+                case 'h':
+                        help();
+                        return 0;
+
+                case ARG_VERSION:
+                        printf("ztnactl %s\n", PROJECT_VERSION);
+                        return 0;
+
+                case ARG_JSON:
+                        arg_json = true;
+                        break;
+
+                case ARG_NO_LEGEND:
+                        arg_legend = false;
+                        break;
+
+                case ARG_NO_ASK_PASSWORD:
+                        arg_ask_password = false;
+                        break;
+
+                case ARG_ROLE:
+                        arg_role = optarg;
+                        arg_given |= OPT_ROLE;
+                        break;
+
+                case ARG_ID:
+                        arg_id = optarg;
+                        arg_given |= OPT_ID;
+                        break;
+
+                case ARG_NETWORK:
+                        arg_network = optarg;
+                        arg_given |= OPT_NETWORK;
+                        break;
+
+                case ARG_GROUP:
+                        if (strv_length(arg_groups) >= ARG_GROUPS_MAX)
+                                return usage_error("Too many --group options (at most %u).", ARG_GROUPS_MAX);
+                        if (strv_extend(&arg_groups, optarg) < 0)
+                                return log_oom();
+                        arg_given |= OPT_GROUP;
+                        break;
+
+                case ARG_TTL:
+                        r = parse_sec(optarg, &arg_ttl);
+                        if (r < 0)
+                                return usage_error("Invalid --ttl '%s': expected a duration such as 30min or 2h.",
+                                                   optarg);
+                        if (arg_ttl == 0 || arg_ttl == USEC_INFINITY)
+                                return usage_error("Invalid --ttl '%s': a token needs a finite, non-zero lifetime.",
+                                                   optarg);
+                        arg_given |= OPT_TTL;
+                        break;
+
+                case ARG_OUTPUT:
+                        if (isempty(optarg))
+                                return usage_error("--output needs a file name.");
+                        arg_output = optarg;
+                        arg_given |= OPT_OUTPUT;
+                        break;
+
+                case ARG_REASON:
+                        arg_reason = optarg;
+                        arg_given |= OPT_REASON;
+                        break;
+
+                case ':':
+                        return usage_error("Option '%s' needs an argument.", argv[optind - 1]);
+
+                case '?':
+                        if (optopt != 0)
+                                return usage_error("Unknown option '-%c'.", optopt);
+                        return usage_error("Unknown option '%s'.", argv[optind - 1]);
+
+                default:
+                        assert(false);
+                        return -EINVAL;
+                }
+
+        return 1;
+}
+
+static const Verb *verb_find(const char *object, const char *name) {
+        for (size_t i = 0; i < ELEMENTSOF(verbs); i++)
+                if (streq(verbs[i].object, object) && streq(verbs[i].name, name))
+                        return &verbs[i];
+        return NULL;
+}
+
+static bool object_is_known(const char *object) {
+        for (size_t i = 0; i < ELEMENTSOF(verbs); i++)
+                if (streq(verbs[i].object, object))
+                        return true;
+        return false;
+}
+
+/* The verb for argv, after checking its arguments and options; NULL after printing a usage error. */
+static const Verb *verb_select(int argc, char *argv[]) {
+        const Verb *v;
+        unsigned n;
+
+        if (argc < 1) {
+                usage_error("Missing command.");
+                return NULL;
+        }
+        if (!object_is_known(argv[0])) {
+                usage_error("Unknown command '%s'.", argv[0]);
+                return NULL;
+        }
+        if (argc < 2) {
+                usage_error("Missing verb after '%s'.", argv[0]);
+                return NULL;
+        }
+        v = verb_find(argv[0], argv[1]);
+        if (!v) {
+                usage_error("Unknown command '%s %s'.", argv[0], argv[1]);
+                return NULL;
+        }
+
+        n = (unsigned) argc - 2;
+        if (n != v->n_args) {
+                if (n < v->n_args)
+                        usage_error("'%s %s' needs %s.", v->object, v->name, v->args_help);
+                else
+                        usage_error("Too many arguments for '%s %s'.", v->object, v->name);
+                return NULL;
+        }
+
+        for (size_t i = 0; i < ELEMENTSOF(option_names); i++) {
+                if ((arg_given & option_names[i].flag) && !(v->options & option_names[i].flag)) {
+                        usage_error("%s does not apply to '%s %s'.", option_names[i].name, v->object, v->name);
+                        return NULL;
+                }
+                if ((v->required & option_names[i].flag) && !(arg_given & option_names[i].flag)) {
+                        usage_error("'%s %s' needs %s.", v->object, v->name, option_names[i].name);
+                        return NULL;
+                }
+        }
+
+        return v;
+}
+
+static int run(int argc, char *argv[]) {
+        _cleanup_(sd_bus_flush_close_unrefp) sd_bus *bus = NULL;
+        const Verb *v;
+        int r;
+
+        r = parse_argv(argc, argv);
+        if (r == -EINVAL)
+                return EXIT_USAGE;
+        if (r <= 0)
+                return r < 0 ? EXIT_FAILURE : EXIT_SUCCESS;
+
+        v = verb_select(argc - optind, argv + optind);
+        if (!v)
+                return EXIT_USAGE;
+
+        r = bus_connect(&bus);
+        if (r < 0)
+                return EXIT_FAILURE;
+
+        r = v->run(bus, argv + optind + 2);
+        return r < 0 ? EXIT_FAILURE : EXIT_SUCCESS;
+}
+
+int main(int argc, char *argv[]) {
+        int ret;
+
+        log_parse_environment();
+        json_set_alloc_funcs(malloc, json_free_erase);
+
+        ret = run(argc, argv);
+        arg_groups = strv_free(arg_groups);
+        return ret;
+}
