@@ -88,6 +88,15 @@ ZTNA_BUILD_DIR="$out/release" /usr/bin/python3 -m pytest -q "$src/tests/integrat
         --junitxml="$out/pytest.xml" -o cache_dir="$out/pytest-cache" </dev/null
 count --junit "$label" "$out/pytest.xml" "$?"
 
+# The controller's suites once more with the ASan+UBSan daemon: every test stops it with SIGTERM and
+# requires exit status 0, so a leak or undefined behaviour anywhere on those paths fails the test.
+label="integration (pytest, ASan+UBSan controller)"
+note "$label"
+rm -f "$out/pytest-asan.xml"
+ZTNA_BUILD_DIR="$out/asan" /usr/bin/python3 -m pytest -q "$src"/tests/integration/test_controller*.py \
+        --junitxml="$out/pytest-asan.xml" -o cache_dir="$out/pytest-cache" </dev/null
+count --junit "$label" "$out/pytest-asan.xml" "$?"
+
 # libFuzzer: each target explores from its seed corpus for a bounded time. New inputs go to a scratch
 # directory, never into the tree; a crash leaves its input under $out/fuzz-artifacts/.
 if [ "$fuzz_seconds" -gt 0 ] && command -v clang >/dev/null; then

@@ -13,6 +13,7 @@ import pathlib
 import selectors
 import shutil
 import signal
+import socket
 import subprocess
 import time
 
@@ -176,3 +177,241 @@ def c_call(grpc_peer, certs):
         return p.returncode, seen
 
     return call
+
+
+# ---- the controller ------------------------------------------------------------------------------------
+
+CONTROLLER_TRUST_DOMAIN = "ztna.test"
+CONTROLLER_ID = "ctl-1"
+READY_TIMEOUT = 30.0
+
+
+def free_port():
+    """A loopback TCP port nobody listens on right now (the kernel's choice; a tiny race is accepted)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class PrivateBus:
+    """A dbus-daemon of our own (not the system bus) whose policy includes dbus/org.ztna.Controller1.conf,
+    so the bus policy we ship is the one in force. Anyone may connect (tests run clients as nobody)."""
+
+    def __init__(self, directory):
+        self.dir = pathlib.Path(directory)
+        self.socket = self.dir / "bus.socket"
+        self.address = f"unix:path={self.socket}"
+        self.proc = None
+
+    def start(self):
+        conf = self.dir / "bus.conf"
+        conf.write_text(f"""<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-BUS Bus Configuration 1.0//EN"
+ "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
+<busconfig>
+  <type>system</type>
+  <listen>{self.address}</listen>
+  <auth>EXTERNAL</auth>
+  <policy context="default">
+    <allow user="*"/>
+    <allow own="*"/>
+    <allow send_type="method_call"/>
+    <allow send_type="signal"/>
+    <allow send_type="method_return"/>
+    <allow send_type="error"/>
+    <allow receive_type="method_call"/>
+    <allow receive_type="signal"/>
+    <allow receive_type="method_return"/>
+    <allow receive_type="error"/>
+  </policy>
+  <include ignore_missing="no">{SRC / "dbus" / "org.ztna.Controller1.conf"}</include>
+</busconfig>
+""")
+        self.dir.chmod(0o755)
+        self.proc = subprocess.Popen(["dbus-daemon", f"--config-file={conf}", "--nofork", "--nopidfile",
+                                      "--print-address=1"], stdin=subprocess.DEVNULL,
+                                     stdout=subprocess.PIPE, text=True, start_new_session=True)
+        line = self.proc.stdout.readline()
+        assert line.startswith("unix:"), f"dbus-daemon did not start: {line!r}"
+        self.socket.chmod(0o777)
+        return self
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGTERM)
+            self.proc.wait(timeout=STOP_TIMEOUT)
+            self.proc.stdout.close()
+
+
+class ControllerProcess:
+    """`ztna-controller` on loopback with its own configuration, state and bus (see /tmp contract in the
+    docstring of the test modules): conf → init() → start() → … → stop()."""
+
+    def __init__(self, directory):
+        self.dir = pathlib.Path(directory)
+        self.confdir = self.dir / "etc"
+        self.state = self.dir / "state"
+        self.db = self.state / "controller.db"
+        self.key_file = self.state / "kek"
+        self.log_path = self.dir / "controller.log"
+        self.trust_domain = CONTROLLER_TRUST_DOMAIN
+        self.id = CONTROLLER_ID
+        self.spiffe_id = f"spiffe://{self.trust_domain}/controller/{self.id}"
+        self.port = free_port()
+        self.address = f"127.0.0.1:{self.port}"
+        self.conf = {
+            "Controller": {"TrustDomain": self.trust_domain, "Id": self.id},
+            "Network": {"ListenGRPC": self.address, "AdvertisedAddresses": self.address,
+                        "ListenAdmin": f"127.0.0.1:{free_port()}"},
+            "Certificates": {"MinimumCertificateLifetime": "10s"},
+            "Storage": {"Database": str(self.db), "KeyFile": str(self.key_file)},
+        }
+        self.bus = PrivateBus(self.dir)
+        self.proc = None
+        self.notify = None
+        self.binary = build_dir() / "src" / "controller" / "ztna-controller"
+        self.ztnactl_binary = build_dir() / "src" / "ztnactl" / "ztnactl"
+        if not os.access(self.binary, os.X_OK):
+            pytest.fail(f"{self.binary} is missing: build it (ninja -C {build_dir()})")
+
+    def write_conf(self):
+        self.confdir.mkdir(parents=True, exist_ok=True)
+        text = ""
+        for section, items in self.conf.items():
+            text += f"[{section}]\n" + "".join(f"{k}={v}\n" for k, v in items.items()) + "\n"
+        (self.confdir / "controller.conf").write_text(text)
+
+    def env(self):
+        env = dict(os.environ)
+        env["ZTNA_BUS_ADDRESS"] = self.bus.address
+        env["ZTNA_LOG_LEVEL"] = "debug"
+        for k in ("LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES", "NOTIFY_SOCKET", "CREDENTIALS_DIRECTORY",
+                  "TRUST_DOMAIN", "JOURNAL_STREAM"):
+            env.pop(k, None)
+        return env
+
+    def init(self, check=True):
+        self.write_conf()
+        self.state.mkdir(parents=True, exist_ok=True)
+        self.state.chmod(0o700)
+        p = subprocess.run([str(self.binary), f"--confdir={self.confdir}", "init"], env=self.env(),
+                           stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=CALL_TIMEOUT)
+        if check:
+            assert p.returncode == 0, f"ztna-controller init failed ({p.returncode}): {p.stdout}{p.stderr}"
+        return p
+
+    def start(self, extra_env=None, wait_ready=True):
+        if self.bus.proc is None:
+            self.bus.start()
+        self.write_conf()
+        notify_path = self.dir / "notify.socket"
+        if notify_path.exists():
+            notify_path.unlink()
+        self.notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.notify.bind(str(notify_path))
+        env = self.env()
+        env["NOTIFY_SOCKET"] = str(notify_path)
+        env.update(extra_env or {})
+        self.log = open(self.log_path, "a")
+        self.proc = subprocess.Popen([str(self.binary), f"--confdir={self.confdir}", "run"], env=env,
+                                     stdin=subprocess.DEVNULL, stdout=self.log, stderr=self.log,
+                                     start_new_session=True)
+        if wait_ready:
+            self.wait_notify("READY=1", READY_TIMEOUT)
+        return self
+
+    def wait_notify(self, what, timeout):
+        """Waits for a sd_notify datagram holding the line `what`; returns all lines seen meanwhile."""
+        deadline = time.monotonic() + timeout
+        seen = []
+        while True:
+            left = deadline - time.monotonic()
+            if self.proc.poll() is not None:
+                pytest.fail(f"ztna-controller exited with {self.proc.returncode} before {what}: "
+                            f"{self.log_text()[-3000:]}")
+            if left <= 0:
+                pytest.fail(f"ztna-controller did not send {what} within {timeout} s: {self.log_text()[-3000:]}")
+            self.notify.settimeout(min(left, 0.5))
+            try:
+                data = self.notify.recv(4096).decode()
+            except socket.timeout:
+                continue
+            seen += data.splitlines()
+            if what in data.splitlines():
+                return seen
+
+    def log_text(self):
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def stop(self, expect_rc=0):
+        """SIGTERM by PID; asserts the exit status (0: a clean drain, no sanitizer report)."""
+        if self.proc is None or self.proc.poll() is not None:
+            return self.proc.returncode if self.proc else None
+        os.kill(self.proc.pid, signal.SIGTERM)
+        try:
+            rc = self.proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            self.kill9()
+            pytest.fail("ztna-controller did not exit within 15 s of SIGTERM")
+        self._close()
+        if expect_rc is not None:
+            assert rc == expect_rc, f"ztna-controller exited with {rc}: {self.log_text()[-3000:]}"
+        return rc
+
+    def kill9(self):
+        if self.proc and self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(timeout=STOP_TIMEOUT)
+        self._close()
+
+    def _close(self):
+        if self.notify:
+            self.notify.close()
+            self.notify = None
+        if getattr(self, "log", None):
+            self.log.close()
+            self.log = None
+
+    def ztnactl(self, *args, check=True, user=None, timeout=CALL_TIMEOUT):
+        argv = [str(self.ztnactl_binary), *map(str, args)]
+        if user is not None:
+            argv = ["setpriv", f"--reuid={user}", f"--regid={user}", "--clear-groups", *argv]
+        p = subprocess.run(argv, env=self.env(), stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                           timeout=timeout)
+        if check:
+            assert p.returncode == 0, f"ztnactl {' '.join(map(str, args))} failed ({p.returncode}): " \
+                                      f"{p.stdout}{p.stderr}"
+        return p
+
+    def busctl(self, *args, check=True):
+        p = subprocess.run(["busctl", f"--address={self.bus.address}", *map(str, args)], env=self.env(),
+                           stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=CALL_TIMEOUT)
+        if check:
+            assert p.returncode == 0, f"busctl {' '.join(map(str, args))} failed: {p.stdout}{p.stderr}"
+        return p
+
+    def create_token(self, role, id=None, network=None, groups=(), ttl=None):
+        args = ["token", "create", "--json", f"--role={role}"]
+        if id:
+            args.append(f"--id={id}")
+        if network:
+            args.append(f"--network={network}")
+        for g in groups:
+            args.append(f"--group={g}")
+        if ttl:
+            args.append(f"--ttl={ttl}")
+        return json.loads(self.ztnactl(*args).stdout)["token"]
+
+    def cleanup(self):
+        self.kill9()
+        self.bus.stop()
+
+
+@pytest.fixture
+def controller(tmp_path):
+    c = ControllerProcess(tmp_path)
+    yield c
+    try:
+        if c.proc is not None and c.proc.poll() is None:
+            c.stop()
+    finally:
+        c.cleanup()
