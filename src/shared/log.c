@@ -49,13 +49,25 @@ void log_parse_environment(void) {
         const char *e = getenv("ZTNA_LOG_LEVEL") ?: getenv("SYSTEMD_LOG_LEVEL");
         int l;
 
-        if (!e)
-                return;
-        l = log_level_from_string(e);
-        if (l < 0)
-                log_warning("Invalid log level '%s' in the environment, ignoring.", e);
-        else
-                log_set_max_level(l);
+        if (e) {
+                l = log_level_from_string(e);
+                if (l < 0)
+                        log_warning("Invalid log level '%s' in the environment, ignoring.", e);
+                else
+                        log_set_max_level(l);
+        }
+
+        e = getenv("ZTNA_LOG_TARGET") ?: getenv("SYSTEMD_LOG_TARGET");
+        if (e) {
+                if (streq(e, "journal"))
+                        log_set_target_journal(1);
+                else if (streq(e, "console") || streq(e, "stderr"))
+                        log_set_target_journal(0);
+                else if (streq(e, "auto"))
+                        log_set_target_journal(-1);
+                else
+                        log_warning("Invalid log target '%s' in the environment, ignoring.", e);
+        }
 }
 
 /* stderr is the journal when JOURNAL_STREAM=<dev>:<ino> names the very file stderr points to. */

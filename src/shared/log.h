@@ -27,7 +27,8 @@ void log_set_max_level(int level);
 int log_get_max_level(void);
 /* Parses "debug", "info", …, or a number 0–7; returns the level or -EINVAL. */
 int log_level_from_string(const char *s);
-/* Reads ZTNA_LOG_LEVEL (or SYSTEMD_LOG_LEVEL) from the environment; bad values are ignored with a warning. */
+/* Reads ZTNA_LOG_LEVEL (or SYSTEMD_LOG_LEVEL) and ZTNA_LOG_TARGET (or SYSTEMD_LOG_TARGET: journal, console,
+ * auto) from the environment; bad values are ignored with a warning. */
 void log_parse_environment(void);
 /* Forces the target: 1 journal, 0 stderr, -1 automatic from JOURNAL_STREAM (the default). */
 void log_set_target_journal(int journal);

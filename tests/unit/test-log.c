@@ -133,3 +133,25 @@ TEST(journal_stream_detection) {
         ASSERT_FALSE(log_target_is_journal());
         close(fd);
 }
+
+TEST(environment_target) {
+        unsetenv("ZTNA_LOG_LEVEL");
+        unsetenv("JOURNAL_STREAM");
+        setenv("ZTNA_LOG_TARGET", "journal", 1);
+        log_parse_environment();
+        ASSERT_TRUE(log_target_is_journal());
+        setenv("ZTNA_LOG_TARGET", "console", 1);
+        log_parse_environment();
+        ASSERT_FALSE(log_target_is_journal());
+        setenv("ZTNA_LOG_TARGET", "journal", 1);
+        log_parse_environment();
+        setenv("ZTNA_LOG_TARGET", "auto", 1); /* back to JOURNAL_STREAM, which is unset: stderr */
+        log_parse_environment();
+        ASSERT_FALSE(log_target_is_journal());
+
+        setenv("ZTNA_LOG_TARGET", "syslog", 1);
+        test_capture_stderr_begin();
+        log_parse_environment();
+        ASSERT_STRSTR(test_capture_stderr_end(), "Invalid log target 'syslog'");
+        ASSERT_FALSE(log_target_is_journal());
+}
