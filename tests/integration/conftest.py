@@ -242,6 +242,20 @@ class PrivateBus:
             self.proc.stdout.close()
 
 
+JOURNAL_WRAPPER = r"""set -e
+mount -t tmpfs tmpfs /run/systemd
+mount --bind "$JOURNAL_DIR" /run/log
+env -u NOTIFY_SOCKET -u LISTEN_FDS -u LISTEN_PID /usr/lib/systemd/systemd-journald </dev/null >/dev/null 2>&1 &
+echo $! > "$JOURNAL_DIR/journald.pid"
+i=0
+while [ ! -S /run/systemd/journal/socket ]; do
+        i=$((i + 1)); [ $i -lt 200 ] || { echo "journald did not start" >&2; exit 1; }
+        sleep 0.05
+done
+exec "$@"
+"""
+
+
 class ControllerProcess:
     """`ztna-controller` on loopback with its own configuration, state and bus (see /tmp contract in the
     docstring of the test modules): conf → init() → start() → … → stop()."""
@@ -253,6 +267,7 @@ class ControllerProcess:
         self.db = self.state / "controller.db"
         self.key_file = self.state / "kek"
         self.log_path = self.dir / "controller.log"
+        self.journal_dir = self.dir / "journal"
         self.trust_domain = CONTROLLER_TRUST_DOMAIN
         self.id = CONTROLLER_ID
         self.spiffe_id = f"spiffe://{self.trust_domain}/controller/{self.id}"
@@ -299,7 +314,10 @@ class ControllerProcess:
             assert p.returncode == 0, f"ztna-controller init failed ({p.returncode}): {p.stdout}{p.stderr}"
         return p
 
-    def start(self, extra_env=None, wait_ready=True):
+    def start(self, extra_env=None, wait_ready=True, journal=False):
+        """journal=True: the daemon logs to a journald of its own (a private mount namespace where
+        /run/systemd is a tmpfs and /run/log is self.journal_dir), readable afterwards with
+        journalctl -D self.journal_dir."""
         if self.bus.proc is None:
             self.bus.start()
         self.write_conf()
@@ -312,7 +330,15 @@ class ControllerProcess:
         env["NOTIFY_SOCKET"] = str(notify_path)
         env.update(extra_env or {})
         self.log = open(self.log_path, "a")
-        self.proc = subprocess.Popen([str(self.binary), f"--confdir={self.confdir}", "run"], env=env,
+        argv = [str(self.binary), f"--confdir={self.confdir}", "run"]
+        if journal:
+            self.journal_dir.mkdir(exist_ok=True)
+            os.makedirs("/run/log", exist_ok=True)
+            env["ZTNA_LOG_TARGET"] = "journal"
+            env["JOURNAL_DIR"] = str(self.journal_dir)
+            # exec keeps the PID: the process we signal is the daemon itself.
+            argv = ["unshare", "--mount", "--propagation=private", "sh", "-c", JOURNAL_WRAPPER, "sh", *argv]
+        self.proc = subprocess.Popen(argv, env=env,
                                      stdin=subprocess.DEVNULL, stdout=self.log, stderr=self.log,
                                      start_new_session=True)
         if wait_ready:
@@ -363,6 +389,26 @@ class ControllerProcess:
             self.proc.wait(timeout=STOP_TIMEOUT)
         self._close()
 
+    def stop_journald(self):
+        """journald outlives the daemon in its namespace; stop it (by PID) so the journal is complete."""
+        pid_file = self.journal_dir / "journald.pid"
+        if pid_file.exists():
+            pid = int(pid_file.read_text())
+            try:
+                os.kill(pid, signal.SIGTERM)
+                for _ in range(100):
+                    os.kill(pid, 0)
+                    time.sleep(0.05)
+            except ProcessLookupError:
+                pass
+            pid_file.unlink()
+
+    def journal(self, *args, raw=False):
+        """journalctl over the private journal, e.g. journal("-o", "json", "MESSAGE_ID=…"); raw: bytes."""
+        out = subprocess.run(["journalctl", "-D", str(self.journal_dir / "journal"), "--no-pager", *args],
+                             capture_output=True, timeout=CALL_TIMEOUT).stdout
+        return out if raw else out.decode(errors="replace")
+
     def _close(self):
         if self.notify:
             self.notify.close()
@@ -403,6 +449,7 @@ class ControllerProcess:
 
     def cleanup(self):
         self.kill9()
+        self.stop_journald()
         self.bus.stop()
 
 

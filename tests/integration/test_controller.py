@@ -222,9 +222,11 @@ def token_id_of(token):
     return token_payload(token)[1:17].hex()
 
 
-def test_no_secret_in_database_or_log(controller, node, tmp_path):
+def test_no_secret_in_database_or_journal(controller, node, tmp_path):
+    """The daemon logs to a real journald (private to the test); the token secrets and the agent's private
+    key appear in neither the database nor the journal, while the audit entries are there with their fields."""
     controller.init()
-    controller.start()
+    controller.start(journal=True)
     tokens = [controller.create_token("connector", network="lab"), controller.create_token("tunneler"),
               controller.create_token("tunneler", id="bound-1")]
     _, agent_dir = enroll(node, controller, tmp_path, tokens[0], "conn-1")
@@ -232,8 +234,22 @@ def test_no_secret_in_database_or_log(controller, node, tmp_path):
     assert not refused["ok"]
     controller.ztnactl("token", "revoke", token_id_of(tokens[1]))
     controller.stop()
+    controller.stop_journald()
 
-    blobs = {"database": controller.db.read_bytes(), "log": controller.log_path.read_bytes()}
+    # The audit trail really is in the journal, as structured entries.
+    consumed = [json.loads(l) for l in controller.journal("-o", "json", "MESSAGE_ID=f0a23471aecc44b081197f77a5e9a6c5")
+                .splitlines()]
+    assert len(consumed) == 1, consumed
+    assert consumed[0]["ZTNA_TOKEN_ID"] == token_id_of(tokens[0])
+    assert consumed[0]["ZTNA_SUBJECT"] == f"spiffe://{controller.trust_domain}/connector/conn-1"
+    refused = controller.journal("-o", "json", "ZTNA_EVENT=token-refused")
+    assert "token already used" in refused
+
+    blobs = {"database": controller.db.read_bytes(), "log": controller.log_path.read_bytes(),
+             "journal export": controller.journal("-o", "export", raw=True)}
+    for f in controller.journal_dir.rglob("*.journal*"):
+        blobs[f"journal file {f.name}"] = f.read_bytes()
+    assert any(k.startswith("journal file") for k in blobs), "journald wrote no file"
     for extra in ("-wal", "-shm", "-journal"):
         p = controller.db.with_name(controller.db.name + extra)
         if p.exists():
