@@ -499,6 +499,18 @@ static ControlSession *session_start(Manager *m, GrpcCall *call) {
                 refuse(m, call, peer, REASON_REVOKED);
                 return NULL;
         }
+        /* A certificate for a replaced key (renewed with a new key, or re-enrolled) must not take over the
+         * agent's stream. */
+        k = manager_peer_has_recorded_key(call, agent);
+        if (k < 0) {
+                log_error_errno(k, "Failed to read the certificate key of '%s': %m", peer->uri);
+                (void) grpc_call_finish(call, GRPC_STATUS_UNAVAILABLE, REASON_INTERNAL);
+                return NULL;
+        }
+        if (k == 0) {
+                refuse(m, call, peer, "certificate superseded by a renewal");
+                return NULL;
+        }
 
         if (!hashmap_get(r->sessions, peer->uri) && hashmap_size(r->sessions) >= CONTROL_SESSIONS_MAX) {
                 log_warning("Refusing the control stream of '%s': %u streams are open already.", peer->uri,

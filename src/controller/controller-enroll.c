@@ -19,7 +19,6 @@
 #include "crypto-spiffe.h"
 #include "crypto-token.h"
 #include "crypto-util.h"
-#include "crypto-x509.h"
 #include "log.h"
 #include "net-grpc-frame.h"
 #include "net-grpc.h"
@@ -300,6 +299,27 @@ static int enroll_on_message(GrpcCall *call, ProtobufCMessage *msg, void *userda
                 return enroll_fail_internal(m, call, spiffe, token_id);
         }
 
+        /* Refusals the store would make anyway, made before the CA signs anything for a spent token. The
+         * store checks again inside the transaction that consumes it. */
+        usec_t n = now(CLOCK_REALTIME);
+        const char *refusal = NULL;
+        if (stored->revoked_at != 0)
+                refusal = "token revoked";
+        else if (n >= stored->expires_at)
+                refusal = "token expired";
+        else if (stored->used_at != 0)
+                refusal = "token already used";
+        else if (req->role != ZTNA__V1__ROLE__ROLE_UNSPECIFIED &&
+                 !((req->role == ZTNA__V1__ROLE__ROLE_CONNECTOR && role == SPIFFE_ROLE_CONNECTOR) ||
+                   (req->role == ZTNA__V1__ROLE__ROLE_TUNNELER && role == SPIFFE_ROLE_TUNNELER)))
+                refusal = "token is for another role";
+        if (refusal) {
+                audit(m, call, AUDIT_TOKEN_REFUSED,
+                      (AuditRecord) { .actor = ACTOR_ANONYMOUS, .role = role, .token_id = token_id,
+                                      .reason = refusal });
+                return grpc_call_finish(call, GRPC_STATUS_PERMISSION_DENIED, refusal);
+        }
+
         r = spiffe_id_new_ztna(controller_ca_get_trust_domain(m->ca), role, req->id, &spiffe);
         if (r < 0) {
                 log_error_errno(r, "Failed to build the SPIFFE ID for agent '%s': %m", req->id);
@@ -416,20 +436,15 @@ static int renew_on_message(GrpcCall *call, ProtobufCMessage *msg, void *userdat
         _cleanup_(issued_certificate_done) IssuedCertificate issued = {};
         _cleanup_(wire_certificates_done) WireCertificates wire = {};
         _cleanup_(store_agent_freep) StoreAgent *agent = NULL;
-        _cleanup_free_ uint8_t *key = NULL;
         const SpiffeId *peer = grpc_call_get_peer(call);
-        H2Session *session = grpc_call_get_session(call);
-        TlsConnection *tls = session ? h2_session_get_tls(session) : NULL;
-        X509 *cert = tls ? tls_connection_get_peer_certificate(tls) : NULL;
         const char *reason = NULL;
         Manager *m = userdata;
-        size_t key_size = 0;
         int r;
 
         assert(m);
 
         /* The gRPC layer lets no certificate-less caller in here; refuse all the same if it ever did. */
-        if (!peer || !cert)
+        if (!peer)
                 return renew_refuse(m, call, NULL, GRPC_STATUS_UNAUTHENTICATED,
                                     "a client certificate is required");
         if (!role_is_agent(peer->role) || !spiffe_id_member_of(peer, controller_ca_get_trust_domain(m->ca)))
@@ -448,12 +463,12 @@ static int renew_on_message(GrpcCall *call, ProtobufCMessage *msg, void *userdat
 
         /* A certificate for a key that a renewal has since replaced must not renew: the old key may be
          * the reason the agent moved on. */
-        r = crypto_x509_get_public_key_der(cert, &key, &key_size);
+        r = manager_peer_has_recorded_key(call, agent);
         if (r < 0) {
                 log_error_errno(r, "Failed to read the public key of '%s': %m", peer->uri);
                 return renew_refuse(m, call, peer, GRPC_STATUS_INTERNAL, REASON_INTERNAL);
         }
-        if (key_size != agent->public_key_size || memcmp(key, agent->public_key, key_size) != 0)
+        if (r == 0)
                 return renew_refuse(m, call, peer, GRPC_STATUS_PERMISSION_DENIED, REASON_SUPERSEDED);
 
         r = controller_ca_issue(m->ca, peer->role, peer->name, req->csr.data, req->csr.len,
@@ -484,8 +499,9 @@ static int renew_on_message(GrpcCall *call, ProtobufCMessage *msg, void *userdat
         audit(m, call, AUDIT_RENEWED,
               (AuditRecord) { .actor = peer->uri, .subject = peer->uri, .role = peer->role,
                               .serial = issued.serial, .not_after = issued.not_after,
-                              .reason = key_size != issued.public_key_size ||
-                                                memcmp(key, issued.public_key, key_size) != 0
+                              .reason = agent->public_key_size != issued.public_key_size ||
+                                                memcmp(agent->public_key, issued.public_key,
+                                                       issued.public_key_size) != 0
                                         ? "new key"
                                         : NULL });
 

@@ -12,6 +12,7 @@
 #include "controller-control.h"
 #include "controller-enroll.h"
 #include "controller-manager.h"
+#include "crypto-x509.h"
 #include "log.h"
 #include "macro.h"
 #include "string-util.h"
@@ -23,6 +24,8 @@ struct Connection {
         Listener *listener;
         TlsConnection *tls;     /* during the handshake */
         H2Session *session;     /* after it */
+        char *anonymous_source; /* set while counted in anonymous_sources */
+        sd_event_source *lifetime_timer;
         Connection *prev, *next;
 };
 
@@ -43,6 +46,16 @@ static Connection *connection_free(Connection *c) {
         m->n_connections--;
         if (c->listener)
                 listener_connection_closed(c->listener);
+        if (c->anonymous_source) {
+                uintptr_t n = (uintptr_t) hashmap_get(m->anonymous_sources, c->anonymous_source);
+
+                if (n <= 1)
+                        (void) hashmap_remove(m->anonymous_sources, c->anonymous_source);
+                else
+                        (void) hashmap_replace(m->anonymous_sources, c->anonymous_source, (void *) (n - 1), NULL);
+                free(c->anonymous_source);
+        }
+        sd_event_source_disable_unref(c->lifetime_timer);
         tls_connection_free(c->tls);
         h2_session_unref(c->session);
         free(c);
@@ -72,6 +85,55 @@ static const H2SessionCallbacks session_callbacks = {
         .on_close = on_session_close,
 };
 
+static int on_anonymous_lifetime(sd_event_source *s, uint64_t usec, void *userdata) {
+        Connection *c = userdata;
+
+        log_debug("Closing the certificate-less connection from %s: it reached its lifetime.",
+                  c->anonymous_source);
+        if (c->session)
+                (void) h2_session_shutdown(c->session);
+        return 0;
+}
+
+/* A client without a certificate can only enroll or re-authenticate: a few connections per address, each for
+ * a bounded time, so that nobody can hold all the connection slots that agents need. */
+static int connection_admit_anonymous(Connection *c, TlsConnection *tls) {
+        Manager *m = c->manager;
+        const char *address = tls_connection_get_peer_address(tls);
+        _cleanup_free_ char *source = NULL;
+        uintptr_t n;
+        int r;
+
+        /* "1.2.3.4:5678" / "[::1]:5678" → the host part. */
+        const char *colon = strrchr(address, ':');
+        source = colon ? strndup(address, colon - address) : strdup(address);
+        if (!source)
+                return log_oom();
+
+        if (!m->anonymous_sources) {
+                r = hashmap_new(&m->anonymous_sources);
+                if (r < 0)
+                        return log_oom();
+        }
+        n = (uintptr_t) hashmap_get(m->anonymous_sources, source);
+        if (n >= MANAGER_ANONYMOUS_PER_SOURCE_MAX) {
+                log_info("Refusing a connection without a client certificate from %s: it already has %u.",
+                         source, MANAGER_ANONYMOUS_PER_SOURCE_MAX);
+                return -EBUSY;
+        }
+        r = hashmap_replace(m->anonymous_sources, source, (void *) (n + 1), NULL);
+        if (r < 0)
+                return log_oom();
+        c->anonymous_source = TAKE_PTR(source);
+
+        r = sd_event_add_time_relative(m->event, &c->lifetime_timer, CLOCK_MONOTONIC, MANAGER_ANONYMOUS_LIFETIME,
+                                       USEC_PER_SEC, on_anonymous_lifetime, c);
+        if (r < 0)
+                return log_warning_errno(r, "Failed to arm a connection lifetime timer: %m");
+        (void) sd_event_source_set_description(c->lifetime_timer, "anonymous-connection-lifetime");
+        return 0;
+}
+
 static void on_handshake(TlsConnection *tls, int error, void *userdata) {
         Connection *c = userdata;
         int r;
@@ -82,6 +144,14 @@ static void on_handshake(TlsConnection *tls, int error, void *userdata) {
                                strna(tls_connection_get_error_reason(tls)));
                 connection_free(c);
                 return;
+        }
+
+        if (!tls_connection_get_peer_id(tls)) {
+                r = connection_admit_anonymous(c, tls);
+                if (r < 0) {
+                        connection_free(c);
+                        return;
+                }
         }
 
         r = h2_session_new(TAKE_PTR(c->tls), NULL, &session_callbacks, c, &c->session);
@@ -149,6 +219,26 @@ static int authorize_peer(const SpiffeId *peer, void *userdata, const char **ret
                 return -EPERM;
         }
         return 0;
+}
+
+int manager_peer_has_recorded_key(GrpcCall *call, const StoreAgent *agent) {
+        _cleanup_free_ uint8_t *key = NULL;
+        size_t key_size = 0;
+        int r;
+
+        assert(call);
+        assert(agent);
+
+        H2Session *session = grpc_call_get_session(call);
+        TlsConnection *tls = session ? h2_session_get_tls(session) : NULL;
+        X509 *cert = tls ? tls_connection_get_peer_certificate(tls) : NULL;
+        if (!cert)
+                return -ENOENT;
+
+        r = crypto_x509_get_public_key_der(cert, &key, &key_size);
+        if (r < 0)
+                return r;
+        return key_size == agent->public_key_size && memcmp(key, agent->public_key, key_size) == 0;
 }
 
 usec_t manager_leaf_lifetime(const Manager *m, SpiffeRole role) {
@@ -286,6 +376,9 @@ void manager_stop(Manager *m) {
         (void) sd_notify(false, "STOPPING=1");
         log_info("Stopping: no new connections, draining %zu.", m->n_connections);
 
+        /* The connections no longer report to the listeners they came from: those are gone now. */
+        for (Connection *c = m->connections; c; c = c->next)
+                c->listener = NULL;
         for (size_t i = 0; i < m->n_listeners; i++)
                 m->listeners[i] = listener_free(m->listeners[i]);
         m->n_listeners = 0;
@@ -623,6 +716,7 @@ Manager *manager_free(Manager *m) {
         for (size_t i = 0; i < m->n_admin_fds; i++)
                 safe_close(m->admin_fds[i]);
 
+        m->anonymous_sources = hashmap_free(m->anonymous_sources);
         m->ca_timer = sd_event_source_disable_unref(m->ca_timer);
         m->drain_timer = sd_event_source_disable_unref(m->drain_timer);
         m->status_timer = sd_event_source_disable_unref(m->status_timer);

@@ -22,6 +22,7 @@
 #include "controller-conf.h"
 #include "controller-store.h"
 #include "creds-util.h"
+#include "hashmap.h"
 #include "net-grpc.h"
 #include "net-listen.h"
 #include "net-tls.h"
@@ -30,6 +31,11 @@
 #define MANAGER_DRAIN_TIMEOUT (10 * USEC_PER_SEC)
 /* Connections (handshaking or established) the gRPC listeners hold at once, all listeners together. */
 #define MANAGER_CONNECTIONS_MAX 4096U
+/* Connections without a client certificate (enrollment, re-authentication) from one source address, and
+ * how long such a connection may stay open: they cannot be told apart from each other, so they get a
+ * share of MANAGER_CONNECTIONS_MAX per address and a bounded life, never all the slots agents need. */
+#define MANAGER_ANONYMOUS_PER_SOURCE_MAX 64U
+#define MANAGER_ANONYMOUS_LIFETIME (60 * USEC_PER_SEC)
 /* Largest gRPC message on authenticated methods. */
 #define MANAGER_GRPC_MESSAGE_MAX (4U * 1024U * 1024U)
 /* How often CA maintenance looks again at the latest (it also runs when something is due sooner). */
@@ -59,6 +65,7 @@ typedef struct Manager {
         size_t n_admin_fds;
         Connection *connections;    /* linked list */
         size_t n_connections;
+        Hashmap *anonymous_sources; /* source address → number of certificate-less connections (uintptr_t) */
 
         ControlRegistry *control;
 
@@ -93,6 +100,12 @@ int manager_ca_changed(Manager *m, unsigned changes);
 
 /* Sends STATUS= with current counts. */
 void manager_update_status(Manager *m);
+
+/* Whether the client certificate of call certifies the key recorded for agent: 1 yes, 0 no (a renewal has
+ * replaced that key, or the agent was re-enrolled with another one), -ENOENT no client certificate. An old
+ * certificate stays cryptographically valid until it expires; this is what makes it useless once the
+ * agent moved to a new key. */
+int manager_peer_has_recorded_key(GrpcCall *call, const StoreAgent *agent);
 
 /* The lifetime configured for a role's leaves. */
 usec_t manager_leaf_lifetime(const Manager *m, SpiffeRole role);

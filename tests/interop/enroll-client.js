@@ -5,6 +5,7 @@
 //   node enroll-client.js enroll --token-file F --id ID --key-out K --cert-out CHAIN.pem
 //                                --bundle-out ROOTS.pem [--version V] [--private-ip IP] [--label k=v]…
 //                                [--labels-json '{"k":"v"}'] [--csr DER] [--address HOST:PORT]
+//                                [--role connector|tunneler]   (what the agent says it is)
 //   node enroll-client.js renew  --address A --ca ROOTS.pem --cert CHAIN.pem --key K [--new-key K2]
 //                                --cert-out CHAIN.pem [--bundle-out ROOTS.pem] [--csr DER]
 //   node enroll-client.js reauth --address A --ca ROOTS.pem --spiffe-id ID --key K [--new-key K2]
@@ -333,7 +334,12 @@ function enrollRequest(token, opts, csr) {
     if (opts['labels-json'] !== undefined) {
         Object.assign(labels, JSON.parse(opts['labels-json']));
     }
+    const roles = { connector: 'ROLE_CONNECTOR', tunneler: 'ROLE_TUNNELER' };
+    if (opts.role !== undefined && !roles[opts.role]) {
+        usage('--role must be connector or tunneler');
+    }
     return {
+        role: opts.role !== undefined ? roles[opts.role] : 'ROLE_UNSPECIFIED',
         token: token.string,
         csr,
         id: opts.id,
@@ -345,7 +351,7 @@ function enrollRequest(token, opts, csr) {
 
 async function cmdEnroll(argv) {
     const opts = parseOptions(argv, ['token-file', 'id', 'key-out', 'cert-out', 'bundle-out', 'version',
-        'private-ip', 'label', 'labels-json', 'csr', 'address'], ['label']);
+        'private-ip', 'label', 'labels-json', 'csr', 'address', 'role'], ['label']);
     required(opts, 'token-file', 'id', 'key-out', 'cert-out', 'bundle-out');
     // --address overrides the token's addresses (e.g. a socket-activated port); the pin still applies.
     const address = opts.address;
