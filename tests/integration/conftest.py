@@ -16,6 +16,7 @@ import signal
 import socket
 import subprocess
 import time
+import uuid
 
 import pytest
 
@@ -195,12 +196,13 @@ def free_port():
 
 class PrivateBus:
     """A dbus-daemon of our own (not the system bus) whose policy includes dbus/org.ztna.Controller1.conf,
-    so the bus policy we ship is the one in force. Anyone may connect (tests run clients as nobody)."""
+    so the bus policy we ship is the one in force. It listens on an abstract socket, which any user of
+    this network namespace may connect to whatever the modes of pytest's temporary directories (tests run
+    clients as nobody); the bus policy and polkit decide, as on the system bus."""
 
     def __init__(self, directory):
         self.dir = pathlib.Path(directory)
-        self.socket = self.dir / "bus.socket"
-        self.address = f"unix:path={self.socket}"
+        self.address = f"unix:abstract=ztna-test-bus-{os.getpid()}-{uuid.uuid4().hex}"
         self.proc = None
 
     def start(self):
@@ -226,13 +228,11 @@ class PrivateBus:
   <include ignore_missing="no">{SRC / "dbus" / "org.ztna.Controller1.conf"}</include>
 </busconfig>
 """)
-        self.dir.chmod(0o755)
         self.proc = subprocess.Popen(["dbus-daemon", f"--config-file={conf}", "--nofork", "--nopidfile",
                                       "--print-address=1"], stdin=subprocess.DEVNULL,
                                      stdout=subprocess.PIPE, text=True, start_new_session=True)
         line = self.proc.stdout.readline()
         assert line.startswith("unix:"), f"dbus-daemon did not start: {line!r}"
-        self.socket.chmod(0o777)
         return self
 
     def stop(self):

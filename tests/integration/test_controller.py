@@ -269,3 +269,45 @@ def test_no_secret_in_database_or_journal(controller, node, tmp_path):
     for where, blob in blobs.items():
         assert key_body[:48] not in blob, f"agent private key material found in the {where}"
         assert b"PRIVATE KEY" not in blob, f"a PEM private key found in the {where}"
+
+
+def test_certificate_less_connections_are_capped_per_address(controller, node, tmp_path):
+    """One address cannot hold more than its share of connections without a client certificate (what
+    enrollment uses), so it cannot lock agents out; an agent with a certificate still gets in."""
+    import ssl
+
+    controller.init()
+    controller.start()
+    token = controller.create_token("connector", network="lab")
+    _, agent = enroll(node, controller, tmp_path, token, "conn-1")
+
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_3
+    ctx.set_alpn_protocols(["h2"])
+
+    def connect():
+        s = ctx.wrap_socket(socket.create_connection(("127.0.0.1", controller.port), timeout=10))
+        s.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + bytes.fromhex("000000040000000000"))
+        return s
+
+    held = [connect() for _ in range(64)]
+    for s in held:
+        assert s.recv(9), "the server closed a connection within the per-address allowance"
+    extra = connect()
+    extra.settimeout(10)
+    try:
+        data = extra.recv(4096)
+    except (ConnectionResetError, ssl.SSLError):
+        data = b""
+    assert data == b"", "the 65th certificate-less connection from one address was served"
+    assert "Refusing a connection without a client certificate from 127.0.0.1" in controller.log_text()
+
+    p = subprocess.run([node, str(INTEROP / "control-client.js"), "--address", controller.address, "--ca",
+                        str(agent / "roots.pem"), "--cert", str(agent / "chain.pem"), "--key",
+                        str(agent / "key.pem"), "--heartbeats", "1", "--timeout-ms", "20000"],
+                       stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=30)
+    assert '"type":"config"' in p.stdout, p.stdout + p.stderr
+    for s in held + [extra]:
+        s.close()

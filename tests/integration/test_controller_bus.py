@@ -6,7 +6,6 @@ the bus policy, and polkit (python-dbusmock's polkitd template) deciding for cal
 
 Enrollments are made by grpc-js (tests/interop/enroll-client.js), the way an agent makes them."""
 import base64
-import contextlib
 import hashlib
 import json
 import os
@@ -148,26 +147,6 @@ def normalise_introspection(text):
         n.attrib.get("name") for n in root if n.tag == "node")
 
 
-@contextlib.contextmanager
-def reachable_by_others(path):
-    """pytest's temporary directories are 0700: open the ancestors of the private bus socket for search (not
-    listing) so that a caller running as nobody can connect, and put the modes back afterwards."""
-    changed = []
-    p = pathlib.Path(path).resolve()
-    try:
-        for d in [p, *p.parents]:
-            if d == pathlib.Path("/tmp") or d == pathlib.Path("/"):
-                break
-            mode = stat.S_IMODE(d.stat().st_mode)
-            if mode & 0o001 == 0:
-                d.chmod(mode | 0o001)
-                changed.append((d, mode))
-        yield
-    finally:
-        for d, mode in changed:
-            d.chmod(mode)
-
-
 class PolkitMock:
     """python-dbusmock's polkitd template on the controller's private bus: denies every action except those
     given to allow(); logs every CheckAuthorization with its arguments."""
@@ -215,12 +194,11 @@ class PolkitMock:
 
 @pytest.fixture
 def polkit(ctl, tmp_path):
-    with reachable_by_others(ctl.bus.socket):
-        mock = PolkitMock(ctl, tmp_path)
-        try:
-            yield mock
-        finally:
-            mock.stop()
+    mock = PolkitMock(ctl, tmp_path)
+    try:
+        yield mock
+    finally:
+        mock.stop()
 
 
 # ---- the interface ----------------------------------------------------------------------------------------
@@ -601,9 +579,8 @@ def test_root_is_not_asked(ctl, polkit):
 
 
 def test_no_polkit_means_denied(ctl):
-    with reachable_by_others(ctl.bus.socket):
-        assert "Access denied" in failed(ctl, "token", "list", user=NOBODY)
-        assert "Access denied" in failed(ctl, "token", "create", "--role", "connector", user=NOBODY)
+    assert "Access denied" in failed(ctl, "token", "list", user=NOBODY)
+    assert "Access denied" in failed(ctl, "token", "create", "--role", "connector", user=NOBODY)
     assert ztnactl_json(ctl, "token", "list") == []
 
 

@@ -266,6 +266,26 @@ def test_revoked_agent_is_told_closed_and_refused(running, node, tmp_path, clien
     assert refused == [(1,)]
 
 
+def test_certificate_for_a_replaced_key_is_refused(running, node, tmp_path, clients):
+    """After a renewal with a new key, the old certificate (still valid) cannot take over the stream."""
+    conn = enroll(node, running, tmp_path, "connector", "conn-1", network="lab")
+    old_chain = conn.dir / "old-chain.pem"
+    old_chain.write_text(conn.chain.read_text())
+    p = subprocess.run([node, str(INTEROP / "enroll-client.js"), "renew", "--address", running.address,
+                        "--ca", str(conn.roots), "--cert", str(conn.chain), "--key", str(conn.key),
+                        "--new-key", str(conn.dir / "new-key.pem"), "--cert-out", str(conn.chain)],
+                       stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=ENROLL_TIMEOUT)
+    assert json.loads(p.stdout.strip().splitlines()[-1])["ok"], p.stdout + p.stderr
+
+    stale = clients(node, running, conn, "--hold-ms", "-1", cert=old_chain, key=conn.key)
+    status = stale.status()
+    assert (status["code"], status["details"]) == (GRPC_PERMISSION_DENIED, "certificate superseded by a renewal")
+    assert stale.received() == []
+
+    fresh = clients(node, running, conn, "--hold-ms", "-1", key=conn.dir / "new-key.pem")
+    assert fresh.wait_for("config")["spiffe_id"] == conn.spiffe_id
+
+
 def test_connectors_hear_of_a_revoked_tunneler(running, node, tmp_path, clients):
     conn = enroll(node, running, tmp_path, "connector", "conn-1", network="lab")
     tun = enroll(node, running, tmp_path, "tunneler", "tun-1", groups=("eng",))

@@ -49,6 +49,14 @@ def enroll_client(node):
     return run
 
 
+def ctl_rows(ctl, sql):
+    con = sqlite3.connect(f"file:{ctl.db}?mode=ro", uri=True)
+    try:
+        return con.execute(sql).fetchall()
+    finally:
+        con.close()
+
+
 def token_payload(token):
     assert token.startswith("ztna1-")
     s = token[len("ztna1-"):]
@@ -235,6 +243,18 @@ def test_enroll_role_comes_from_the_token(ctl, enroll_client, tmp_path):
     assert r["ok"] is True, r
     assert r["spiffe_id"] == f"spiffe://{TD}/tunneler/x-1"
     assert r["config"]["role"] == "ROLE_TUNNELER"
+
+
+def test_enroll_wrong_role_is_refused(ctl, enroll_client, tmp_path):
+    """An agent that says what it is (a connector daemon) cannot spend a token meant for the other role; the
+    token is not consumed and the CA signs nothing."""
+    token = ctl.create_token("tunneler")
+    denied(enroll(enroll_client, Agent(tmp_path, "a"), token, "w-1", "--role", "connector"),
+           "token is for another role")
+    assert [r[0] for r in ctl_rows(ctl, "SELECT used_at FROM tokens")] == [None]
+    r = enroll(enroll_client, Agent(tmp_path, "b"), token, "w-1", "--role", "tunneler")
+    assert r["ok"] is True, r
+    assert r["spiffe_id"] == f"spiffe://{TD}/tunneler/w-1"
 
 
 def test_enroll_wrong_secret(ctl, enroll_client, tmp_path):
