@@ -163,7 +163,8 @@ int audit_log(Store *store, AuditEvent e, const AuditRecord *r) {
         if (!detail)
                 return log_oom();
 
-        if (asprintf(&fields[n], "MESSAGE_ID=%s", info->message_id) < 0 ||
+        fields[n] = strjoin("MESSAGE_ID=", info->message_id, NULL);
+        if (!fields[n] ||
             !(fields[++n] = strjoin("ZTNA_EVENT=", info->name, NULL)) ||
             !(fields[++n] = strjoin("ZTNA_ACTOR=", actor, NULL)) ||
             !(fields[++n] = strjoin("ZTNA_SUBJECT=", subject, NULL))) {

@@ -935,6 +935,25 @@ int controller_ca_rotate_root(ControllerCa *ca, usec_t now) {
 
         if (controller_ca_rotation_in_progress(ca))
                 return log_debug_errno(EBUSY, "A root CA rotation is already in progress.");
+
+        /* The store is the truth: after a write whose reload failed, memory may not know of a staged root
+         * yet, and a second one would make the CA unloadable. */
+        StoreCa **rows = NULL;
+        size_t n_rows = 0;
+        bool busy = false;
+        r = store_ca_list(ca->store, &rows, &n_rows);
+        if (r < 0)
+                return log_debug_errno(r, "Failed to list the CA rows: %m");
+        for (size_t i = 0; i < n_rows; i++)
+                if (rows[i]->kind == STORE_CA_ROOT &&
+                    (rows[i]->state == STORE_CA_STAGED || rows[i]->state == STORE_CA_RETIRING))
+                        busy = true;
+        store_ca_array_free(rows, n_rows);
+        if (busy) {
+                (void) ca_reload(ca, NULL);
+                return log_debug_errno(EBUSY, "A root CA rotation is already in progress.");
+        }
+
         now = now_or(now);
 
         r = ca_new_root(ca->trust_domain, ca->config->key_type, ca->config->root_ca_lifetime, now, &root);

@@ -19,6 +19,7 @@
 #include "crypto-spiffe.h"
 #include "crypto-token.h"
 #include "crypto-util.h"
+#include "hashmap.h"
 #include "log.h"
 #include "net-grpc-frame.h"
 #include "net-grpc.h"
@@ -48,8 +49,11 @@
 #define REAUTH_CONTEXT_SIZE sizeof(ENROLL_REAUTH_CONTEXT)
 #define REAUTH_SIGNED_DATA_MAX (REAUTH_CONTEXT_SIZE + ENROLL_NONCE_SIZE + 2 + SPIFFE_ID_MAX + 32)
 
-/* Challenges outstanding, all Reauthenticate calls together. One sd-event loop: no locking. */
+/* Challenges outstanding, all Reauthenticate calls together, and per source address (host part of the
+ * peer address → count as uintptr_t), so that one address cannot take the whole pool. One sd-event loop:
+ * no locking; one Manager per process. */
 static size_t n_challenges = 0;
+static Hashmap *challenges_by_source = NULL;
 
 static const char *call_peer_address(GrpcCall *call) {
         H2Session *session = grpc_call_get_session(call);
@@ -539,6 +543,7 @@ typedef struct Reauth {
         size_t signed_data_size;
         sd_event_source *timeout_source;
         bool holds_challenge;           /* counted in n_challenges */
+        char *source;                   /* counted in challenges_by_source while holding a challenge */
 } Reauth;
 
 static void reauth_release_challenge(Reauth *ra) {
@@ -548,6 +553,45 @@ static void reauth_release_challenge(Reauth *ra) {
                 n_challenges--;
                 ra->holds_challenge = false;
         }
+        if (ra->source) {
+                uintptr_t n = (uintptr_t) hashmap_get(challenges_by_source, ra->source);
+
+                if (n <= 1)
+                        (void) hashmap_remove(challenges_by_source, ra->source);
+                else
+                        (void) hashmap_replace(challenges_by_source, ra->source, (void *) (n - 1), NULL);
+                if (hashmap_isempty(challenges_by_source))
+                        challenges_by_source = hashmap_free(challenges_by_source);
+                ra->source = mfree(ra->source);
+        }
+}
+
+/* Takes one of the source address's challenge slots. -EBUSY when it holds ENROLL_CHALLENGES_PER_SOURCE_MAX. */
+static int reauth_hold_source(Reauth *ra) {
+        const char *address = call_peer_address(ra->call);
+        _cleanup_free_ char *source = NULL;
+        uintptr_t n;
+        int r;
+
+        if (!address)
+                return 0;
+        const char *colon = strrchr(address, ':');
+        source = colon ? strndup(address, colon - address) : strdup(address);
+        if (!source)
+                return -ENOMEM;
+        if (!challenges_by_source) {
+                r = hashmap_new(&challenges_by_source);
+                if (r < 0)
+                        return r;
+        }
+        n = (uintptr_t) hashmap_get(challenges_by_source, source);
+        if (n >= ENROLL_CHALLENGES_PER_SOURCE_MAX)
+                return -EBUSY;
+        r = hashmap_replace(challenges_by_source, source, (void *) (n + 1), NULL);
+        if (r < 0)
+                return r;
+        ra->source = TAKE_PTR(source);
+        return 0;
 }
 
 static Reauth *reauth_free(Reauth *ra) {
@@ -645,6 +689,12 @@ static int reauth_begin(Reauth *ra, const Ztna__V1__ReauthBegin *begin) {
         if (n_challenges >= ENROLL_CHALLENGES_MAX)
                 return reauth_refuse(ra, GRPC_STATUS_RESOURCE_EXHAUSTED,
                                      "too many re-authentications in progress, try again later");
+        r = reauth_hold_source(ra);
+        if (r == -EBUSY)
+                return reauth_refuse(ra, GRPC_STATUS_RESOURCE_EXHAUSTED,
+                                     "too many re-authentications in progress from this address, try again later");
+        if (r < 0)
+                return reauth_refuse(ra, GRPC_STATUS_INTERNAL, REASON_INTERNAL);
 
         r = spiffe_id_from_string_ztna(begin->spiffe_id, &ra->spiffe_id, &reason);
         if (r < 0)

@@ -16,6 +16,8 @@
 #define ENROLL_MESSAGE_MAX (64U * 1024U)
 /* Challenges outstanding at once (all callers); more Reauthenticate calls get RESOURCE_EXHAUSTED. */
 #define ENROLL_CHALLENGES_MAX 1024U
+/* …of which one source address may hold this many (an address cannot lock everybody else out). */
+#define ENROLL_CHALLENGES_PER_SOURCE_MAX 256U
 /* How long a re-authentication challenge may be answered. */
 #define ENROLL_CHALLENGE_TIMEOUT (30 * USEC_PER_SEC)
 /* Domain separation of what a re-authenticating agent signs:
