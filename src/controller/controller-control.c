@@ -104,10 +104,6 @@ static bool log_limit_pass(LogLimit *l) {
         return true;
 }
 
-static bool role_is_agent(SpiffeRole role) {
-        return role == SPIFFE_ROLE_CONNECTOR || role == SPIFFE_ROLE_TUNNELER;
-}
-
 static Ztna__V1__Role role_to_proto(SpiffeRole role) {
         switch (role) {
         case SPIFFE_ROLE_CONNECTOR:
@@ -119,12 +115,6 @@ static Ztna__V1__Role role_to_proto(SpiffeRole role) {
         }
 }
 
-static const char *call_peer_address(GrpcCall *call) {
-        H2Session *session = grpc_call_get_session(call);
-        TlsConnection *tls = session ? h2_session_get_tls(session) : NULL;
-
-        return tls ? tls_connection_get_peer_address(tls) : NULL;
-}
 
 /* A text field fit for the store and for listings: bounded, no control characters. */
 static bool text_is_valid(const char *s) {
@@ -453,7 +443,7 @@ static void refuse(Manager *m, GrpcCall *call, const SpiffeId *peer, const char 
                                  .actor = spiffe_id_to_string(peer),
                                  .subject = spiffe_id_to_string(peer),
                                  .role = peer->role,
-                                 .peer = call_peer_address(call),
+                                 .peer = manager_call_peer_address(call),
                                  .reason = reason,
                          });
         (void) grpc_call_finish(call, GRPC_STATUS_PERMISSION_DENIED, reason);
@@ -480,7 +470,7 @@ static ControlSession *session_start(Manager *m, GrpcCall *call) {
                 (void) grpc_call_finish(call, GRPC_STATUS_UNAVAILABLE, REASON_SHUTDOWN);
                 return NULL;
         }
-        if (!role_is_agent(peer->role) || !spiffe_id_member_of(peer, m->config.trust_domain)) {
+        if (!manager_role_is_agent(peer->role) || !spiffe_id_member_of(peer, m->config.trust_domain)) {
                 refuse(m, call, peer, REASON_NOT_AGENT);
                 return NULL;
         }
@@ -560,7 +550,7 @@ static ControlSession *session_start(Manager *m, GrpcCall *call) {
                 session_end(old, GRPC_STATUS_ABORTED, REASON_REPLACED);
         }
         log_info("Control stream of '%s' opened from %s.", session->spiffe_id,
-                 strna(call_peer_address(call)));
+                 strna(manager_call_peer_address(call)));
 
         /* A failed send has ended the stream already. */
         (void) session_send_config(session, agent);

@@ -55,17 +55,6 @@
 static size_t n_challenges = 0;
 static Hashmap *challenges_by_source = NULL;
 
-static const char *call_peer_address(GrpcCall *call) {
-        H2Session *session = grpc_call_get_session(call);
-        TlsConnection *tls = session ? h2_session_get_tls(session) : NULL;
-
-        return tls ? tls_connection_get_peer_address(tls) : NULL;
-}
-
-static bool role_is_agent(SpiffeRole role) {
-        return role == SPIFFE_ROLE_CONNECTOR || role == SPIFFE_ROLE_TUNNELER;
-}
-
 static Ztna__V1__Role role_to_proto(SpiffeRole role) {
         switch (role) {
         case SPIFFE_ROLE_CONTROLLER:
@@ -131,7 +120,7 @@ static int wire_certificates_prepare(Manager *m, const IssuedCertificate *issued
 }
 
 static void audit(Manager *m, GrpcCall *call, AuditEvent e, AuditRecord rec) {
-        rec.peer = call_peer_address(call);
+        rec.peer = manager_call_peer_address(call);
         (void) audit_log(m->store, e, &rec);
 }
 
@@ -298,7 +287,7 @@ static int enroll_on_message(GrpcCall *call, ProtobufCMessage *msg, void *userda
                 return grpc_call_finish(call, GRPC_STATUS_PERMISSION_DENIED, REASON_INVALID_TOKEN);
         }
         role = stored->role;
-        if (!role_is_agent(role)) {
+        if (!manager_role_is_agent(role)) {
                 log_error("Enrollment token %s has an invalid role.", token_id);
                 return enroll_fail_internal(m, call, spiffe, token_id);
         }
@@ -429,7 +418,7 @@ static int renew_refuse(Manager *m, GrpcCall *call, const SpiffeId *peer, GrpcSt
         audit(m, call, AUDIT_RENEWAL_REFUSED,
               (AuditRecord) { .actor = peer ? peer->uri : ACTOR_ANONYMOUS,
                               .subject = peer ? peer->uri : NULL,
-                              .role = peer && role_is_agent(peer->role) ? peer->role : _SPIFFE_ROLE_INVALID,
+                              .role = peer && manager_role_is_agent(peer->role) ? peer->role : _SPIFFE_ROLE_INVALID,
                               .reason = reason });
         return grpc_call_finish(call, status, reason);
 }
@@ -451,7 +440,7 @@ static int renew_on_message(GrpcCall *call, ProtobufCMessage *msg, void *userdat
         if (!peer)
                 return renew_refuse(m, call, NULL, GRPC_STATUS_UNAUTHENTICATED,
                                     "a client certificate is required");
-        if (!role_is_agent(peer->role) || !spiffe_id_member_of(peer, controller_ca_get_trust_domain(m->ca)))
+        if (!manager_role_is_agent(peer->role) || !spiffe_id_member_of(peer, controller_ca_get_trust_domain(m->ca)))
                 return renew_refuse(m, call, peer, GRPC_STATUS_PERMISSION_DENIED,
                                     "only connectors and tunnelers of this trust domain renew");
 
@@ -553,45 +542,16 @@ static void reauth_release_challenge(Reauth *ra) {
                 n_challenges--;
                 ra->holds_challenge = false;
         }
-        if (ra->source) {
-                uintptr_t n = (uintptr_t) hashmap_get(challenges_by_source, ra->source);
-
-                if (n <= 1)
-                        (void) hashmap_remove(challenges_by_source, ra->source);
-                else
-                        (void) hashmap_replace(challenges_by_source, ra->source, (void *) (n - 1), NULL);
-                if (hashmap_isempty(challenges_by_source))
-                        challenges_by_source = hashmap_free(challenges_by_source);
-                ra->source = mfree(ra->source);
-        }
+        source_counter_release(&challenges_by_source, TAKE_PTR(ra->source));
 }
 
 /* Takes one of the source address's challenge slots. -EBUSY when it holds ENROLL_CHALLENGES_PER_SOURCE_MAX. */
 static int reauth_hold_source(Reauth *ra) {
-        const char *address = call_peer_address(ra->call);
-        _cleanup_free_ char *source = NULL;
-        uintptr_t n;
-        int r;
+        const char *address = manager_call_peer_address(ra->call);
 
         if (!address)
                 return 0;
-        const char *colon = strrchr(address, ':');
-        source = colon ? strndup(address, colon - address) : strdup(address);
-        if (!source)
-                return -ENOMEM;
-        if (!challenges_by_source) {
-                r = hashmap_new(&challenges_by_source);
-                if (r < 0)
-                        return r;
-        }
-        n = (uintptr_t) hashmap_get(challenges_by_source, source);
-        if (n >= ENROLL_CHALLENGES_PER_SOURCE_MAX)
-                return -EBUSY;
-        r = hashmap_replace(challenges_by_source, source, (void *) (n + 1), NULL);
-        if (r < 0)
-                return r;
-        ra->source = TAKE_PTR(source);
-        return 0;
+        return source_counter_hold(&challenges_by_source, address, ENROLL_CHALLENGES_PER_SOURCE_MAX, &ra->source);
 }
 
 static Reauth *reauth_free(Reauth *ra) {
@@ -701,7 +661,7 @@ static int reauth_begin(Reauth *ra, const Ztna__V1__ReauthBegin *begin) {
                 return reauth_refuse(ra, GRPC_STATUS_INVALID_ARGUMENT, reason ?: "invalid SPIFFE ID");
         if (!spiffe_id_member_of(ra->spiffe_id, controller_ca_get_trust_domain(ra->manager->ca)))
                 return reauth_refuse(ra, GRPC_STATUS_INVALID_ARGUMENT, "SPIFFE ID of another trust domain");
-        if (!role_is_agent(ra->spiffe_id->role))
+        if (!manager_role_is_agent(ra->spiffe_id->role))
                 return reauth_refuse(ra, GRPC_STATUS_INVALID_ARGUMENT,
                                      "only connectors and tunnelers re-authenticate");
 

@@ -46,15 +46,7 @@ static Connection *connection_free(Connection *c) {
         m->n_connections--;
         if (c->listener)
                 listener_connection_closed(c->listener);
-        if (c->anonymous_source) {
-                uintptr_t n = (uintptr_t) hashmap_get(m->anonymous_sources, c->anonymous_source);
-
-                if (n <= 1)
-                        (void) hashmap_remove(m->anonymous_sources, c->anonymous_source);
-                else
-                        (void) hashmap_replace(m->anonymous_sources, c->anonymous_source, (void *) (n - 1), NULL);
-                free(c->anonymous_source);
-        }
+        source_counter_release(&m->anonymous_sources, c->anonymous_source);
         sd_event_source_disable_unref(c->lifetime_timer);
         tls_connection_free(c->tls);
         h2_session_unref(c->session);
@@ -100,31 +92,17 @@ static int on_anonymous_lifetime(sd_event_source *s, uint64_t usec, void *userda
 static int connection_admit_anonymous(Connection *c, TlsConnection *tls) {
         Manager *m = c->manager;
         const char *address = tls_connection_get_peer_address(tls);
-        _cleanup_free_ char *source = NULL;
-        uintptr_t n;
         int r;
 
-        /* "1.2.3.4:5678" / "[::1]:5678" → the host part. */
-        const char *colon = strrchr(address, ':');
-        source = colon ? strndup(address, colon - address) : strdup(address);
-        if (!source)
-                return log_oom();
-
-        if (!m->anonymous_sources) {
-                r = hashmap_new(&m->anonymous_sources);
-                if (r < 0)
-                        return log_oom();
+        r = source_counter_hold(&m->anonymous_sources, address, MANAGER_ANONYMOUS_PER_SOURCE_MAX,
+                                &c->anonymous_source);
+        if (r == -EBUSY) {
+                log_info("Refusing a connection without a client certificate from %s: its address already has %u.",
+                         address, MANAGER_ANONYMOUS_PER_SOURCE_MAX);
+                return r;
         }
-        n = (uintptr_t) hashmap_get(m->anonymous_sources, source);
-        if (n >= MANAGER_ANONYMOUS_PER_SOURCE_MAX) {
-                log_info("Refusing a connection without a client certificate from %s: it already has %u.",
-                         source, MANAGER_ANONYMOUS_PER_SOURCE_MAX);
-                return -EBUSY;
-        }
-        r = hashmap_replace(m->anonymous_sources, source, (void *) (n + 1), NULL);
         if (r < 0)
                 return log_oom();
-        c->anonymous_source = TAKE_PTR(source);
 
         r = sd_event_add_time_relative(m->event, &c->lifetime_timer, CLOCK_MONOTONIC, MANAGER_ANONYMOUS_LIFETIME,
                                        USEC_PER_SEC, on_anonymous_lifetime, c);
@@ -214,7 +192,7 @@ static const ListenerCallbacks listener_callbacks = {
 /* The TLS layer has authenticated a client certificate against our bundle; this decides who may talk to us
  * at all. Enrollment clients present no certificate and never get here. */
 static int authorize_peer(const SpiffeId *peer, void *userdata, const char **ret_reason) {
-        if (peer->role != SPIFFE_ROLE_CONNECTOR && peer->role != SPIFFE_ROLE_TUNNELER) {
+        if (!manager_role_is_agent(peer->role)) {
                 *ret_reason = "only connectors and tunnelers may connect to the controller";
                 return -EPERM;
         }
@@ -239,6 +217,61 @@ int manager_peer_has_recorded_key(GrpcCall *call, const StoreAgent *agent) {
         if (r < 0)
                 return r;
         return key_size == agent->public_key_size && memcmp(key, agent->public_key, key_size) == 0;
+}
+
+bool manager_role_is_agent(SpiffeRole role) {
+        return role == SPIFFE_ROLE_CONNECTOR || role == SPIFFE_ROLE_TUNNELER;
+}
+
+const char *manager_call_peer_address(GrpcCall *call) {
+        H2Session *session = grpc_call_get_session(call);
+        TlsConnection *tls = session ? h2_session_get_tls(session) : NULL;
+
+        return tls ? tls_connection_get_peer_address(tls) : NULL;
+}
+
+int source_counter_hold(Hashmap **counters, const char *peer_address, unsigned max, char **ret_source) {
+        _cleanup_free_ char *source = NULL;
+        uintptr_t n;
+        int r;
+
+        assert(counters);
+        assert(peer_address);
+        assert(ret_source);
+
+        /* "1.2.3.4:5678" / "[::1]:5678" → the host part. */
+        const char *colon = strrchr(peer_address, ':');
+        source = colon ? strndup(peer_address, colon - peer_address) : strdup(peer_address);
+        if (!source)
+                return -ENOMEM;
+        if (!*counters) {
+                r = hashmap_new(counters);
+                if (r < 0)
+                        return r;
+        }
+        n = (uintptr_t) hashmap_get(*counters, source);
+        if (n >= max)
+                return -EBUSY;
+        r = hashmap_replace(*counters, source, (void *) (n + 1), NULL);
+        if (r < 0)
+                return r;
+        *ret_source = TAKE_PTR(source);
+        return 0;
+}
+
+void source_counter_release(Hashmap **counters, char *source) {
+        assert(counters);
+
+        if (!source)
+                return;
+        uintptr_t n = (uintptr_t) hashmap_get(*counters, source);
+        if (n <= 1)
+                (void) hashmap_remove(*counters, source);
+        else
+                (void) hashmap_replace(*counters, source, (void *) (n - 1), NULL);
+        if (hashmap_isempty(*counters))
+                *counters = hashmap_free(*counters);
+        free(source);
 }
 
 usec_t manager_leaf_lifetime(const Manager *m, SpiffeRole role) {
@@ -716,7 +749,7 @@ Manager *manager_free(Manager *m) {
         for (size_t i = 0; i < m->n_admin_fds; i++)
                 safe_close(m->admin_fds[i]);
 
-        m->anonymous_sources = hashmap_free(m->anonymous_sources);
+        assert(!m->anonymous_sources); /* emptied by the connections */
         m->ca_timer = sd_event_source_disable_unref(m->ca_timer);
         m->drain_timer = sd_event_source_disable_unref(m->drain_timer);
         m->status_timer = sd_event_source_disable_unref(m->status_timer);

@@ -107,5 +107,16 @@ void manager_update_status(Manager *m);
  * agent moved to a new key. */
 int manager_peer_has_recorded_key(GrpcCall *call, const StoreAgent *agent);
 
+/* Whether role is one an agent enrolls as (connector, tunneler). */
+bool manager_role_is_agent(SpiffeRole role);
+/* The network address of the caller ("1.2.3.4:5678"), for logs and audit; NULL when unknown. */
+const char *manager_call_peer_address(GrpcCall *call);
+
+/* Counters per source address (the host part of a peer address) for things an unauthenticated peer can
+ * hold: hold takes one of at most max for the address (-EBUSY at max) and returns the key to release it
+ * with; release gives it back and frees the key. The map is created and freed as needed. */
+int source_counter_hold(Hashmap **counters, const char *peer_address, unsigned max, char **ret_source);
+void source_counter_release(Hashmap **counters, char *source);
+
 /* The lifetime configured for a role's leaves. */
 usec_t manager_leaf_lifetime(const Manager *m, SpiffeRole role);
