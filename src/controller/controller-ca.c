@@ -71,6 +71,8 @@ struct ControllerCa {
         CaState state;
         /* ControllerCaChange bits not yet reported by controller_ca_maintain(). */
         unsigned pending_changes;
+        /* Latest expiry of an enrollment token that can still be used (0: none), as of the last maintain. */
+        usec_t tokens_until;
 
         /* The server certificate: in memory only, issued anew at every start. */
         X509 *server_cert;
@@ -638,8 +640,29 @@ static usec_t root_step3_due(const ControllerCa *ca) {
         return usec_add(first, longest_leaf_lifetime(ca->config));
 }
 
+/* Step 2 moves the server certificate to the new root. Unused enrollment tokens pin the old one (the root
+ * the server chains to when they were made), so step 2 also waits until every token that could still be
+ * used has expired; revoking stale tokens lets a rotation go on sooner. */
 static usec_t root_step2_due(const ControllerCa *ca) {
-        return usec_add(ca->state.staged_root->row->created_at, longest_leaf_lifetime(ca->config));
+        return MAX(usec_add(ca->state.staged_root->row->created_at, longest_leaf_lifetime(ca->config)),
+                   ca->tokens_until);
+}
+
+static int tokens_refresh(ControllerCa *ca, usec_t now) {
+        StoreToken **tokens = NULL;
+        usec_t until = 0;
+        size_t n = 0;
+        int r;
+
+        r = store_token_list(ca->store, &tokens, &n);
+        if (r < 0)
+                return log_debug_errno(r, "Failed to list enrollment tokens: %m");
+        for (size_t i = 0; i < n; i++)
+                if (tokens[i]->used_at == 0 && tokens[i]->revoked_at == 0 && tokens[i]->expires_at > now)
+                        until = MAX(until, tokens[i]->expires_at);
+        store_token_array_free(tokens, n);
+        ca->tokens_until = until;
+        return 0;
 }
 
 /* A new ACTIVE issuing CA under the current root; the old one, if any, becomes RETIRING first (the
@@ -895,6 +918,12 @@ int controller_ca_maintain(ControllerCa *ca, usec_t now, unsigned *ret_changes, 
         assert(ca);
 
         now = now_or(now);
+
+        if (ca->state.staged_root) {
+                r = tokens_refresh(ca, now);
+                if (r < 0)
+                        return r;
+        }
 
         for (;;) {
                 if (steps++ >= CA_MAINTAIN_STEPS_MAX)

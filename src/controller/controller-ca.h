@@ -11,9 +11,9 @@
  *   - a root rotation is staged (controller_ca_rotate_root(), `ztnactl ca rotate`):
  *       1. a new root is created STAGED and joins the trust bundle, which is pushed to every agent and
  *          returned with every renewal;
- *       2. once the longest leaf lifetime has passed (every agent has renewed, so has the new bundle), a
- *          new issuing CA under the new root becomes ACTIVE, the new root ACTIVE, the old root and its
- *          issuing CA RETIRING;
+ *       2. once the longest leaf lifetime has passed (every agent has renewed, so has the new bundle) and
+ *          no enrollment token that pins the old root can still be used, a new issuing CA under the new
+ *          root becomes ACTIVE, the new root ACTIVE, the old root and its issuing CA RETIRING;
  *       3. once the longest leaf lifetime has passed again (no leaf under the old root is still valid), the
  *          old root is RETIRED and leaves the bundle, which is pushed again.
  *     No agent re-enrolls at any step.

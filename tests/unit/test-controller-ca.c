@@ -1262,3 +1262,48 @@ TEST(maintain_without_outputs) {
         ASSERT_OK(controller_ca_maintain(e.ca, T0, NULL, NULL));
         ASSERT_UEQ(controller_ca_get_server_not_after(e.ca), T0 + SERVER_LIFETIME);
 }
+
+/* Unused enrollment tokens pin the old root: step 2 waits for the last one that could still be used, and
+ * a revoked or used token does not hold it back. */
+TEST(root_rotation_waits_for_tokens) {
+        _cleanup_(env_done) Env e = {};
+        _cleanup_(rows_done) Rows r = {};
+        usec_t t1 = T0 + 30 * MIN_, step2 = t1 + LONGEST, hold = step2 + 2 * LONGEST, next = 0;
+        uint8_t old_root[32], pin[32];
+        StoreToken tok = {
+                .role = SPIFFE_ROLE_TUNNELER,
+                .created_by = (char *) "root",
+                .created_at = T0,
+                .expires_at = hold,
+        };
+        StoreToken revoked = tok;
+
+        env_init(&e);
+        maintain(&e, T0, NULL);
+        controller_ca_get_root_pin(e.ca, old_root);
+        memset(tok.id, 0x11, sizeof(tok.id));
+        memset(tok.secret_hash, 0x33, sizeof(tok.secret_hash));
+        memset(revoked.id, 0x22, sizeof(revoked.id));
+        memset(revoked.secret_hash, 0x44, sizeof(revoked.secret_hash));
+        revoked.expires_at = hold + 10 * LONGEST;
+        ASSERT_OK(store_token_create(e.store, &tok));
+        ASSERT_OK(store_token_create(e.store, &revoked));
+        ASSERT_OK(store_token_revoke(e.store, revoked.id, T0 + MIN_));
+
+        ASSERT_OK(controller_ca_rotate_root(e.ca, t1));
+        maintain(&e, t1, &next);
+        ASSERT_TRUE(next <= hold);
+
+        CASE("not at the usual step 2 time while a token can still be used");
+        maintain(&e, step2, &next);
+        controller_ca_get_root_pin(e.ca, pin);
+        ASSERT_MEMEQ(pin, old_root, 32);
+        r = rows_get(e.store);
+        ASSERT_NOT_NULL(rows_one(&r, STORE_CA_ROOT, STORE_CA_STAGED));
+        ASSERT_TRUE(next <= hold);
+
+        CASE("once it expired");
+        maintain(&e, hold, &next);
+        controller_ca_get_root_pin(e.ca, pin);
+        ASSERT_FALSE(memcmp(pin, old_root, 32) == 0);
+}
