@@ -612,9 +612,20 @@ static void client_on_close(H2Stream *st, uint32_t error_code, void *userdata) {
         free(c);
 }
 
+/* The server ended the call (its trailers carry END_STREAM). When we are still sending, the stream would stay
+ * half-open until our deadline: the call is over all the same, so end the stream; on_close reports the
+ * status the trailers gave. */
+static void client_on_end(H2Stream *st, void *userdata) {
+        GrpcClientCall *c = userdata;
+
+        if (!c->send_closed || !byte_queue_is_empty(&c->out))
+                (void) h2_stream_reset(st, H2_NO_ERROR);
+}
+
 static const H2StreamCallbacks client_callbacks = {
         .on_headers = client_on_headers,
         .on_data = client_on_data,
+        .on_end = client_on_end,
         .read_body = client_read_body,
         .on_close = client_on_close,
 };

@@ -68,6 +68,10 @@ static int heartbeat_on_message(GrpcCall *call, ProtobufCMessage *m, void *userd
         int r;
 
         ack.received_unix_ms = hb->sent_unix_ms; /* echo the sequence number */
+        if (hb->version && streq(hb->version, "stop")) {
+                grpc_message_free(m);
+                return grpc_call_finish(call, GRPC_STATUS_ABORTED, "stopped by the server");
+        }
         grpc_message_free(m);
         r = grpc_call_send(call, &ack.base);
         return r;
@@ -296,6 +300,26 @@ TEST(bidi_stream_in_order) {
         for (uint64_t i = 0; i < 100; i++)
                 ASSERT_EQ(r.acks[i], 1000 + i);
         ASSERT_EQ(state.half_closes, 1);
+        env_done(&env);
+}
+
+/* A server may end a streaming call before the client has finished sending (e.g. a refusal): the client
+ * sees the status at once, not when its own deadline fires. */
+TEST(server_ends_call_while_client_still_sends) {
+        GrpcClientCall *call = NULL;
+        Ztna__V1__TunnelerHeartbeat hb = ZTNA__V1__TUNNELER_HEARTBEAT__INIT;
+        Result r = {};
+        Env env;
+
+        env_init(&env, true, 0);
+        ASSERT_OK(grpc_client_call_start(env.client, "ztna.test:443", "/ztna.v1.TunnelSession/Heartbeats",
+                                         &ztna__v1__heartbeat_ack__descriptor, 0, 60 * USEC_PER_SEC,
+                                         &result_callbacks, &r, &call));
+        hb.version = (char *) "stop";
+        ASSERT_OK(grpc_client_call_send(call, &hb.base));
+        ASSERT_TRUE(fixture_run_until(env.fx.event, &r.finished, 5 * USEC_PER_SEC));
+        ASSERT_EQ(r.status, GRPC_STATUS_ABORTED);
+        ASSERT_STREQ(r.message, "stopped by the server");
         env_done(&env);
 }
 
