@@ -1,0 +1,602 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+
+/* The enrollment client against the real controller: each case runs its own `ztna-controller` (init, then
+ * run with ZTNA_NO_BUS=1 on a loopback port, READY=1 awaited on a NOTIFY_SOCKET of ours), puts tokens
+ * straight into its store while it is stopped, and stops it with SIGTERM expecting exit status 0. */
+
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+
+#include "agent-enroll.h"
+#include "controller-enroll.h"
+#include "controller-store.h"
+#include "crypto-bundle.h"
+#include "crypto-key.h"
+#include "crypto-svid.h"
+#include "crypto-token.h"
+#include "crypto-util.h"
+#include "crypto-x509.h"
+#include "hexdecoct.h"
+#include "strv.h"
+#include "tests.h"
+
+#define TRUST_DOMAIN "ztna.test"
+#define READY_TIMEOUT_MS 30000
+#define STOP_TIMEOUT_MS 15000
+
+typedef struct Controller {
+        char binary[PATH_MAX];
+        char confdir[PATH_MAX];
+        char db[PATH_MAX];
+        char address[32];
+        uint16_t port;
+        uint8_t pin[32];
+        pid_t pid;
+} Controller;
+
+static uint16_t free_port(void) {
+        struct sockaddr_in sa = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+        socklen_t len = sizeof(sa);
+        int fd;
+
+        fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        ASSERT_TRUE(fd >= 0);
+        ASSERT_OK(bind(fd, (struct sockaddr *) &sa, sizeof(sa)));
+        ASSERT_OK(getsockname(fd, (struct sockaddr *) &sa, &len));
+        close(fd);
+        return ntohs(sa.sin_port);
+}
+
+/* Writes controller.conf (extra: more [Certificates] lines) and runs `init`, keeping the root pin it prints. */
+static void controller_init(Controller *c, const char *extra) {
+        const char *build = getenv("ZTNA_BUILD_DIR");
+        char conf[3 * PATH_MAX + 512], *out, *pin_line;
+        size_t n = 0;
+
+        ASSERT_NOT_NULL(build);
+        snprintf(c->binary, sizeof(c->binary), "%s/src/controller/ztna-controller", build);
+        ASSERT_OK(access(c->binary, X_OK));
+        snprintf(c->confdir, sizeof(c->confdir), "%s", test_path("etc"));
+        snprintf(c->db, sizeof(c->db), "%s", test_path("controller.db"));
+        ASSERT_OK(mkdir(c->confdir, 0700));
+        c->port = free_port();
+        snprintf(c->address, sizeof(c->address), "127.0.0.1:%u", c->port);
+        c->pid = 0;
+
+        ASSERT_LT(strlen(extra ?: ""), 256);
+        snprintf(conf, sizeof(conf),
+                 "[Controller]\nTrustDomain=" TRUST_DOMAIN "\nId=ctl-1\n\n"
+                 "[Network]\nListenGRPC=%s\nAdvertisedAddresses=%s\nListenAdmin=127.0.0.1:%u\n\n"
+                 "[Certificates]\nMinimumCertificateLifetime=10s\n%s\n"
+                 "[Storage]\nDatabase=%s\nKeyFile=%s\n",
+                 c->address, c->address, free_port(), extra ?: "", c->db, test_path("kek"));
+        char *path = test_path("etc/controller.conf");
+        test_write_file(path, conf, strlen(conf));
+
+        unsetenv("NOTIFY_SOCKET");
+        unsetenv("LISTEN_FDS");
+        unsetenv("LISTEN_PID");
+        unsetenv("LISTEN_FDNAMES");
+        unsetenv("CREDENTIALS_DIRECTORY");
+        unsetenv("TRUST_DOMAIN");
+        char confdir_arg[PATH_MAX + 16];
+        snprintf(confdir_arg, sizeof(confdir_arg), "--confdir=%s", c->confdir);
+        ASSERT_EQ(TEST_RUN(&out, c->binary, confdir_arg, "init"), 0);
+
+        pin_line = strstr(out, "Root CA SPKI pin: ");
+        ASSERT_NOT_NULL(pin_line);
+        pin_line += strlen("Root CA SPKI pin: ");
+        pin_line[strcspn(pin_line, "\n")] = '\0';
+        _cleanup_free_ void *pin = NULL;
+        ASSERT_OK(unhexmem(pin_line, strlen(pin_line), &pin, &n));
+        ASSERT_EQ(n, 32);
+        memcpy(c->pin, pin, 32);
+}
+
+static void controller_start(Controller *c) {
+        struct sockaddr_un sa = { .sun_family = AF_UNIX };
+        char confdir_arg[PATH_MAX + 16], buf[4096];
+        const char *notify = test_path("notify.socket");
+        usec_t deadline;
+        int fd, status;
+
+        ASSERT_LT(strlen(notify), sizeof(sa.sun_path));
+        strcpy(sa.sun_path, notify);
+        (void) unlink(notify);
+        fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+        ASSERT_TRUE(fd >= 0);
+        ASSERT_OK(bind(fd, (struct sockaddr *) &sa, sizeof(sa)));
+        snprintf(confdir_arg, sizeof(confdir_arg), "--confdir=%s", c->confdir);
+
+        c->pid = fork();
+        ASSERT_TRUE(c->pid >= 0);
+        if (c->pid == 0) {
+                int log_fd = open(test_path("controller.log"), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+                int null_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+
+                /* A failing case must not leave its controller behind. */
+                (void) prctl(PR_SET_PDEATHSIG, SIGTERM);
+                if (log_fd < 0 || null_fd < 0 || dup2(null_fd, 0) < 0 || dup2(log_fd, 1) < 0 || dup2(log_fd, 2) < 0)
+                        _exit(127);
+                setenv("ZTNA_NO_BUS", "1", 1);
+                setenv("NOTIFY_SOCKET", notify, 1);
+                execl(c->binary, c->binary, confdir_arg, "run", (char *) NULL);
+                _exit(127);
+        }
+
+        deadline = now(CLOCK_MONOTONIC) + READY_TIMEOUT_MS * USEC_PER_MSEC;
+        for (;;) {
+                struct pollfd p = { .fd = fd, .events = POLLIN };
+                ssize_t n;
+
+                ASSERT_EQ(waitpid(c->pid, &status, WNOHANG), 0);
+                ASSERT_LT(now(CLOCK_MONOTONIC), deadline);
+                if (poll(&p, 1, 200) <= 0)
+                        continue;
+                n = recv(fd, buf, sizeof(buf) - 1, 0);
+                ASSERT_TRUE(n >= 0);
+                buf[n] = '\0';
+                if (strstr(buf, "READY=1"))
+                        break;
+        }
+        close(fd);
+}
+
+static void controller_stop(Controller *c) {
+        usec_t deadline = now(CLOCK_MONOTONIC) + STOP_TIMEOUT_MS * USEC_PER_MSEC;
+        int status = 0;
+        pid_t p;
+
+        ASSERT_TRUE(c->pid > 0);
+        ASSERT_OK(kill(c->pid, SIGTERM));
+        while ((p = waitpid(c->pid, &status, WNOHANG)) == 0) {
+                if (now(CLOCK_MONOTONIC) > deadline) {
+                        (void) kill(c->pid, SIGKILL);
+                        test_fail(__FILE__, __LINE__, "controller did not exit within 15 s of SIGTERM");
+                }
+                usleep(20 * 1000);
+        }
+        ASSERT_EQ(p, c->pid);
+        c->pid = 0;
+        if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
+                test_fail(__FILE__, __LINE__, "controller exited with status %i: %s", status,
+                          test_read_file(test_path("controller.log"), NULL));
+}
+
+/* A token for role in the (stopped) controller's store; *ret_wrong_pin (may be NULL) gets the same token
+ * pinning another root. Returned strings are the case's to free. */
+static void controller_add_token(Controller *c, SpiffeRole role, char **ret, char **ret_wrong_pin) {
+        _cleanup_(store_freep) Store *s = NULL;
+        _cleanup_(token_freep) EnrollmentToken *t = NULL;
+        StoreToken st = {
+                .role = role,
+                .created_by = (char *) "test",
+                .created_at = now(CLOCK_REALTIME),
+                .expires_at = now(CLOCK_REALTIME) + USEC_PER_HOUR,
+        };
+
+        ASSERT_OK(token_generate(c->pin, (char *[]) { c->address, NULL }, &t));
+        memcpy(st.id, t->id, sizeof(st.id));
+        ASSERT_OK(token_secret_hash(t->secret, st.secret_hash));
+        ASSERT_OK(store_open_sqlite(c->db, &s));
+        ASSERT_OK(store_token_create(s, &st));
+        ASSERT_OK(token_to_string(t, ret));
+        if (ret_wrong_pin) {
+                t->ca_pin[0] ^= 0xff;
+                ASSERT_OK(token_to_string(t, ret_wrong_pin));
+        }
+}
+
+static int enroll(const char *token, SpiffeRole role, const char *id, AgentIdentity *ret, char **ret_reason) {
+        return agent_enroll_sync(&(AgentEnrollParams) {
+                                         .token = token,
+                                         .role = role,
+                                         .id = id,
+                                         .version = "1.2.3",
+                                         .private_ip = "10.1.2.3",
+                                         .labels = (char *[]) { (char *) "site=lab", (char *) "rack=7", NULL },
+                                         .key_type = KEY_TYPE_ECDSA_P256,
+                                 },
+                                 ret, ret_reason);
+}
+
+/* The identity as a relying party sees it: the chain verifies against the bundle it came with, certifies
+ * the key it holds, and names spiffe_id. */
+static void assert_identity_valid(const AgentIdentity *i, const char *spiffe_id) {
+        _cleanup_(trust_bundle_freep) TrustBundle *bundle = NULL;
+        _cleanup_x509_stack_ STACK_OF(X509) *intermediates = NULL;
+        _cleanup_(spiffe_id_freep) SpiffeId *id = NULL;
+        _cleanup_(EVP_PKEY_freep) EVP_PKEY *key = NULL;
+        _cleanup_free_ uint8_t *a = NULL, *b = NULL;
+        _cleanup_free_ char *why = NULL;
+        X509 *certs[IDENTITY_CHAIN_MAX] = {};
+        size_t na = 0, nb = 0;
+
+        ASSERT_STREQ(i->spiffe_id, spiffe_id);
+        ASSERT_STREQ(i->trust_domain, TRUST_DOMAIN);
+        ASSERT_GE(i->n_chain, 2);
+        ASSERT_EQ(i->n_bundle, 1);
+        ASSERT_OK(trust_bundle_new(TRUST_DOMAIN, &bundle));
+        for (size_t k = 0; k < i->n_bundle; k++) {
+                X509 *root = NULL;
+
+                ASSERT_OK(crypto_x509_from_der(i->bundle[k].data, i->bundle[k].size, &root));
+                ASSERT_OK(trust_bundle_add(bundle, root));
+                crypto_x509_unref(root);
+        }
+        for (size_t k = 0; k < i->n_chain; k++)
+                ASSERT_OK(crypto_x509_from_der(i->chain[k].data, i->chain[k].size, &certs[k]));
+        ASSERT_OK(crypto_x509_stack_new(certs + 1, i->n_chain - 1, &intermediates));
+        if (svid_verify(bundle, certs[0], intermediates, 0, &id, &why) < 0)
+                test_fail(__FILE__, __LINE__, "chain does not verify: %s", why);
+        ASSERT_STREQ(id->uri, spiffe_id);
+
+        ASSERT_OK(crypto_key_from_pkcs8_der(i->key.data, i->key.size, &key));
+        ASSERT_OK(crypto_x509_get_public_key_der(certs[0], &a, &na));
+        ASSERT_OK(crypto_key_public_to_der(key, &b, &nb));
+        ASSERT_EQ(na, nb);
+        ASSERT_MEMEQ(a, b, na);
+
+        usec_t not_after;
+        ASSERT_OK(crypto_x509_get_validity(certs[0], NULL, &not_after));
+        ASSERT_EQ(i->not_after, not_after);
+        for (size_t k = 0; k < i->n_chain; k++)
+                crypto_x509_unref(certs[k]);
+}
+
+static bool blob_equal(const DerBlob *a, const DerBlob *b) {
+        return a->size == b->size && memcmp(a->data, b->data, a->size) == 0;
+}
+
+static void setup(void) {
+        (void) signal(SIGPIPE, SIG_IGN);
+}
+
+/* ---- cases ---------------------------------------------------------------------------------------------- */
+
+TEST(reauth_constants_match_controller) {
+        ASSERT_STREQ(AGENT_REAUTH_CONTEXT, ENROLL_REAUTH_CONTEXT);
+        ASSERT_EQ(AGENT_REAUTH_NONCE_SIZE, ENROLL_NONCE_SIZE);
+}
+
+TEST(enroll_invalid_parameters) {
+        _cleanup_(sd_event_unrefp) sd_event *e = NULL;
+        static const struct {
+                const char *name;
+                SpiffeRole role;
+                const char *id;
+                const char *label;
+                const char *version;
+                KeyType key_type;
+        } table[] = {
+                { "controller role", SPIFFE_ROLE_CONTROLLER, "a", NULL, NULL, KEY_TYPE_ECDSA_P256 },
+                { "relay role", SPIFFE_ROLE_RELAY, "a", NULL, NULL, KEY_TYPE_ECDSA_P256 },
+                { "bad id", SPIFFE_ROLE_CONNECTOR, "a b", NULL, NULL, KEY_TYPE_ECDSA_P256 },
+                { "empty id", SPIFFE_ROLE_CONNECTOR, "", NULL, NULL, KEY_TYPE_ECDSA_P256 },
+                { "label without value", SPIFFE_ROLE_CONNECTOR, "a", "k=", NULL, KEY_TYPE_ECDSA_P256 },
+                { "label without key", SPIFFE_ROLE_CONNECTOR, "a", "=v", NULL, KEY_TYPE_ECDSA_P256 },
+                { "label without '='", SPIFFE_ROLE_CONNECTOR, "a", "kv", NULL, KEY_TYPE_ECDSA_P256 },
+                { "control character", SPIFFE_ROLE_CONNECTOR, "a", NULL, "1.0\n", KEY_TYPE_ECDSA_P256 },
+                { "key type", SPIFFE_ROLE_CONNECTOR, "a", NULL, NULL, _KEY_TYPE_MAX },
+        };
+
+        ASSERT_OK(sd_event_new(&e));
+        for (size_t k = 0; k < ELEMENTSOF(table); k++) {
+                CASE("%s", table[k].name);
+                AgentEnrollParams p = {
+                        .token = "ztna1-x",
+                        .role = table[k].role,
+                        .id = table[k].id,
+                        .version = table[k].version,
+                        .labels = table[k].label ? (char *[]) { (char *) table[k].label, NULL } : NULL,
+                        .key_type = table[k].key_type,
+                };
+                ASSERT_ERROR(agent_enroll(e, &p, (AgentRequestCallback) abort, NULL, NULL), EINVAL);
+        }
+
+        CASE("duplicate label");
+        AgentEnrollParams p = {
+                .token = "ztna1-x", .role = SPIFFE_ROLE_CONNECTOR, .id = "a", .key_type = KEY_TYPE_ED25519,
+                .labels = (char *[]) { (char *) "k=1", (char *) "k=2", NULL },
+        };
+        ASSERT_ERROR(agent_enroll(e, &p, (AgentRequestCallback) abort, NULL, NULL), EINVAL);
+
+        CASE("incomplete identity");
+        AgentIdentity empty = {};
+        ASSERT_ERROR(agent_renew(e, &empty, false, (AgentRequestCallback) abort, NULL, NULL), EINVAL);
+        ASSERT_ERROR(agent_reauthenticate(e, &empty, false, (AgentRequestCallback) abort, NULL, NULL), EINVAL);
+}
+
+TEST(enroll_bad_token) {
+        static const struct {
+                const char *token;
+                int error;
+                const char *reason;
+        } table[] = {
+                { "", EINVAL, "" },
+                { "hello", EINVAL, "" },
+                { "ztna1-AAAA", EBADMSG, "damaged" },
+                { "ztna1-AAAA AAAA", EBADMSG, "whitespace" },
+        };
+
+        for (size_t k = 0; k < ELEMENTSOF(table); k++) {
+                _cleanup_free_ char *reason = NULL;
+                AgentIdentity i = {};
+
+                CASE("'%s'", table[k].token);
+                ASSERT_ERROR(agent_enroll_sync(&(AgentEnrollParams) { .token = table[k].token,
+                                                                      .role = SPIFFE_ROLE_CONNECTOR,
+                                                                      .id = "c1",
+                                                                      .key_type = KEY_TYPE_ECDSA_P256 },
+                                               &i, &reason),
+                             table[k].error);
+                ASSERT_NOT_NULL(reason);
+                ASSERT_STRSTR(reason, table[k].reason);
+                ASSERT_NULL(i.spiffe_id);
+        }
+}
+
+typedef struct AsyncResult {
+        unsigned calls;
+        int error;
+        char reason[512];
+        sd_event *event;
+} AsyncResult;
+
+static void on_async_done(AgentRequest *req, int error, const char *reason, AgentIdentity *identity,
+                          void *userdata) {
+        AsyncResult *a = userdata;
+
+        a->calls++;
+        a->error = error;
+        ASSERT_NULL(identity);
+        snprintf(a->reason, sizeof(a->reason), "%s", reason);
+        (void) sd_event_exit(a->event, 0);
+}
+
+/* Nothing listens: the asynchronous, self-freeing form reports once, naming the address. */
+TEST(enroll_unreachable) {
+        _cleanup_(sd_event_unrefp) sd_event *e = NULL;
+        _cleanup_(token_freep) EnrollmentToken *t = NULL;
+        _cleanup_(erase_and_free_stringp) char *token = NULL;
+        char address[32], expected[64];
+        uint8_t pin[32] = { 1, 2, 3 };
+        AsyncResult a = {};
+
+        setup();
+        snprintf(address, sizeof(address), "127.0.0.1:%u", free_port());
+        ASSERT_OK(token_generate(pin, (char *[]) { address, NULL }, &t));
+        ASSERT_OK(token_to_string(t, &token));
+        ASSERT_OK(sd_event_new(&e));
+        a.event = e;
+
+        ASSERT_OK(agent_enroll(e,
+                               &(AgentEnrollParams) { .token = token, .role = SPIFFE_ROLE_TUNNELER, .id = "t1",
+                                                      .key_type = KEY_TYPE_ED25519 },
+                               on_async_done, &a, NULL));
+        ASSERT_EQ(a.calls, 0); /* never from inside agent_enroll() */
+        ASSERT_OK(sd_event_loop(e));
+        ASSERT_EQ(a.calls, 1);
+        ASSERT_EQ(a.error, -EHOSTUNREACH);
+        snprintf(expected, sizeof(expected), "controller unreachable (%s)", address);
+        ASSERT_STREQ(a.reason, expected);
+        ASSERT_TRUE(strstr(a.reason, "ztna1-") == NULL);
+}
+
+TEST(enroll_ok) {
+        _cleanup_(agent_identity_done) AgentIdentity i = {};
+        _cleanup_(erase_and_free_stringp) char *token = NULL;
+        _cleanup_(store_agent_freep) StoreAgent *agent = NULL;
+        _cleanup_(store_freep) Store *s = NULL;
+        _cleanup_free_ char *reason = NULL;
+        Controller c;
+
+        setup();
+        controller_init(&c, NULL);
+        controller_add_token(&c, SPIFFE_ROLE_CONNECTOR, &token, NULL);
+        controller_start(&c);
+
+        ASSERT_OK(enroll(token, SPIFFE_ROLE_CONNECTOR, "conn-1", &i, &reason));
+        assert_identity_valid(&i, "spiffe://" TRUST_DOMAIN "/connector/conn-1");
+        ASSERT_EQ(i.role, SPIFFE_ROLE_CONNECTOR);
+        ASSERT_STREQ(i.id, "conn-1");
+        ASSERT_EQ(strv_length(i.controllers), 1);
+        ASSERT_STREQ(i.controllers[0], c.address);
+        ASSERT_EQ(i.heartbeat_interval, 10 * USEC_PER_SEC);
+        ASSERT_EQ(i.certificate_lifetime, USEC_PER_HOUR); /* the connector default */
+        ASSERT_GT(i.not_after, now(CLOCK_REALTIME) + 50 * USEC_PER_MINUTE);
+        ASSERT_LE(i.not_after, now(CLOCK_REALTIME) + USEC_PER_HOUR + USEC_PER_MINUTE);
+
+        /* The bundle's root is the one the token pinned. */
+        {
+                X509 *root = NULL;
+                uint8_t fp[32];
+
+                ASSERT_OK(crypto_x509_from_der(i.bundle[0].data, i.bundle[0].size, &root));
+                ASSERT_OK(crypto_x509_spki_sha256(root, fp));
+                crypto_x509_unref(root);
+                ASSERT_MEMEQ(fp, c.pin, 32);
+        }
+        controller_stop(&c);
+
+        /* What the controller recorded came from our request. */
+        ASSERT_OK(store_open_sqlite(c.db, &s));
+        ASSERT_OK(store_agent_get(s, i.spiffe_id, &agent));
+        ASSERT_STREQ(agent->version, "1.2.3");
+        ASSERT_STREQ(agent->private_ip, "10.1.2.3");
+        ASSERT_TRUE(strv_contains(agent->labels, "site=lab"));
+        ASSERT_TRUE(strv_contains(agent->labels, "rack=7"));
+}
+
+TEST(enroll_token_reused) {
+        _cleanup_(agent_identity_done) AgentIdentity i = {}, j = {};
+        _cleanup_(erase_and_free_stringp) char *token = NULL;
+        _cleanup_free_ char *reason = NULL;
+        Controller c;
+
+        setup();
+        controller_init(&c, NULL);
+        controller_add_token(&c, SPIFFE_ROLE_TUNNELER, &token, NULL);
+        controller_start(&c);
+
+        ASSERT_OK(enroll(token, SPIFFE_ROLE_TUNNELER, "tun-1", &i, NULL));
+        ASSERT_ERROR(enroll(token, SPIFFE_ROLE_TUNNELER, "tun-2", &j, &reason), EACCES);
+        ASSERT_STREQ(reason, "token already used");
+        ASSERT_NULL(j.spiffe_id);
+        controller_stop(&c);
+}
+
+TEST(enroll_wrong_role) {
+        _cleanup_(agent_identity_done) AgentIdentity i = {};
+        _cleanup_(erase_and_free_stringp) char *token = NULL;
+        _cleanup_free_ char *reason = NULL;
+        Controller c;
+
+        setup();
+        controller_init(&c, NULL);
+        controller_add_token(&c, SPIFFE_ROLE_CONNECTOR, &token, NULL);
+        controller_start(&c);
+
+        ASSERT_ERROR(enroll(token, SPIFFE_ROLE_TUNNELER, "tun-1", &i, &reason), EACCES);
+        ASSERT_STREQ(reason, "token is for another role");
+        /* Refused before anything was consumed: the right role still enrolls. */
+        ASSERT_OK(enroll(token, SPIFFE_ROLE_CONNECTOR, "conn-1", &i, NULL));
+        ASSERT_STREQ(i.spiffe_id, "spiffe://" TRUST_DOMAIN "/connector/conn-1");
+        controller_stop(&c);
+}
+
+TEST(enroll_pin_mismatch) {
+        _cleanup_(agent_identity_done) AgentIdentity i = {};
+        _cleanup_(erase_and_free_stringp) char *token = NULL, *wrong = NULL;
+        _cleanup_free_ char *reason = NULL;
+        char expected[256];
+        Controller c;
+
+        setup();
+        controller_init(&c, NULL);
+        controller_add_token(&c, SPIFFE_ROLE_CONNECTOR, &token, &wrong);
+        controller_start(&c);
+
+        ASSERT_ERROR(enroll(wrong, SPIFFE_ROLE_CONNECTOR, "conn-1", &i, &reason), ENOKEY);
+        snprintf(expected, sizeof(expected),
+                 "CA pin mismatch: the controller at %s does not present the root this token pins", c.address);
+        ASSERT_STREQ(reason, expected);
+        ASSERT_NULL(i.spiffe_id);
+        /* Same id and secret: the token was never sent, so it is still unused. */
+        ASSERT_OK(enroll(token, SPIFFE_ROLE_CONNECTOR, "conn-1", &i, NULL));
+        controller_stop(&c);
+}
+
+TEST(renew_same_and_new_key) {
+        _cleanup_(agent_identity_done) AgentIdentity i = {}, same = {}, fresh = {}, again = {};
+        _cleanup_(erase_and_free_stringp) char *token = NULL;
+        _cleanup_free_ char *reason = NULL;
+        const char *sid = "spiffe://" TRUST_DOMAIN "/connector/conn-1";
+        Controller c;
+
+        setup();
+        controller_init(&c, NULL);
+        controller_add_token(&c, SPIFFE_ROLE_CONNECTOR, &token, NULL);
+        controller_start(&c);
+        ASSERT_OK(enroll(token, SPIFFE_ROLE_CONNECTOR, "conn-1", &i, NULL));
+
+        ASSERT_OK(agent_renew_sync(&i, false, &same, &reason));
+        assert_identity_valid(&same, sid);
+        ASSERT_TRUE(blob_equal(&same.key, &i.key));
+        ASSERT_FALSE(blob_equal(&same.chain[0], &i.chain[0]));
+        ASSERT_STREQ(same.controllers[0], c.address);
+        ASSERT_STREQ(same.id, "conn-1");
+
+        ASSERT_OK(agent_renew_sync(&same, true, &fresh, &reason));
+        assert_identity_valid(&fresh, sid);
+        ASSERT_FALSE(blob_equal(&fresh.key, &same.key));
+        ASSERT_EQ(fresh.role, SPIFFE_ROLE_CONNECTOR);
+
+        /* The replaced key's certificates renew no more; the new one does. */
+        ASSERT_ERROR(agent_renew_sync(&same, false, &again, &reason), EACCES);
+        ASSERT_STRSTR(reason, "certificate superseded");
+        ASSERT_NULL(again.spiffe_id);
+        ASSERT_OK(agent_renew_sync(&fresh, false, &again, NULL));
+        assert_identity_valid(&again, sid);
+        ASSERT_TRUE(blob_equal(&again.key, &fresh.key));
+        controller_stop(&c);
+}
+
+TEST(reauthenticate_after_expiry) {
+        _cleanup_(agent_identity_done) AgentIdentity i = {}, r1 = {}, r2 = {}, x = {};
+        _cleanup_(erase_and_free_stringp) char *token = NULL;
+        _cleanup_free_ char *reason = NULL;
+        const char *sid = "spiffe://" TRUST_DOMAIN "/tunneler/tun-1";
+        Controller c;
+        usec_t n;
+
+        setup();
+        controller_init(&c, "TunnelerLifetime=10s\n");
+        controller_add_token(&c, SPIFFE_ROLE_TUNNELER, &token, NULL);
+        controller_start(&c);
+        ASSERT_OK(enroll(token, SPIFFE_ROLE_TUNNELER, "tun-1", &i, NULL));
+        ASSERT_EQ(i.certificate_lifetime, 10 * USEC_PER_SEC);
+
+        n = now(CLOCK_REALTIME);
+        ASSERT_LT(i.not_after, n + 11 * USEC_PER_SEC);
+        if (i.not_after + USEC_PER_SEC > n)
+                usleep(i.not_after + USEC_PER_SEC - n);
+
+        /* Expired: mTLS is refused, the recorded key still proves who we are. */
+        ASSERT_FAIL(agent_renew_sync(&i, false, &x, &reason));
+        ASSERT_NOT_NULL(reason);
+        ASSERT_NULL(x.spiffe_id);
+        reason = mfree(reason);
+        ASSERT_OK(agent_reauthenticate_sync(&i, false, &r1, &reason));
+        assert_identity_valid(&r1, sid);
+        ASSERT_TRUE(blob_equal(&r1.key, &i.key));
+        ASSERT_GT(r1.not_after, now(CLOCK_REALTIME));
+
+        /* With a new key, signed by the current one; the new key is then the recorded one. */
+        ASSERT_OK(agent_reauthenticate_sync(&r1, true, &r2, &reason));
+        assert_identity_valid(&r2, sid);
+        ASSERT_FALSE(blob_equal(&r2.key, &r1.key));
+        ASSERT_ERROR(agent_reauthenticate_sync(&r1, false, &x, &reason), EACCES);
+        ASSERT_STREQ(reason, "signature does not verify");
+        controller_stop(&c);
+}
+
+TEST(revoked_agent_refused) {
+        _cleanup_(agent_identity_done) AgentIdentity i = {}, x = {};
+        _cleanup_(erase_and_free_stringp) char *token = NULL;
+        _cleanup_free_ char *reason = NULL, *reason2 = NULL;
+        Controller c;
+
+        setup();
+        controller_init(&c, NULL);
+        controller_add_token(&c, SPIFFE_ROLE_CONNECTOR, &token, NULL);
+        controller_start(&c);
+        ASSERT_OK(enroll(token, SPIFFE_ROLE_CONNECTOR, "conn-1", &i, NULL));
+        controller_stop(&c);
+
+        {
+                _cleanup_(store_freep) Store *s = NULL;
+
+                ASSERT_OK(store_open_sqlite(c.db, &s));
+                ASSERT_OK(store_agent_revoke(s, i.spiffe_id, "test", now(CLOCK_REALTIME)));
+        }
+        controller_start(&c);
+
+        ASSERT_ERROR(agent_renew_sync(&i, false, &x, &reason), EACCES);
+        ASSERT_STREQ(reason, "agent revoked");
+        ASSERT_NULL(x.spiffe_id);
+        ASSERT_ERROR(agent_reauthenticate_sync(&i, false, &x, &reason2), EACCES);
+        ASSERT_STREQ(reason2, "agent revoked");
+        ASSERT_NULL(x.spiffe_id);
+        controller_stop(&c);
+}
