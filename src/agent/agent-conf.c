@@ -831,7 +831,9 @@ static int token_file_check(int fd, bool must_be_regular) {
                 return must_be_regular ? -EBADFD : 0;
         if ((uint64_t) st.st_size > AGENT_TOKEN_INPUT_MAX)
                 return -EFBIG;
-        return (st.st_mode & 077) != 0 ? AGENT_TOKEN_FILE_ACCESSIBLE : 0;
+        /* Whoever else can write it (another owner, group or other bits) can swap in a token for their own
+         * controller. */
+        return (st.st_mode & 077) != 0 || st.st_uid != geteuid() ? AGENT_TOKEN_FILE_ACCESSIBLE : 0;
 }
 
 static int token_read_file(const char *path, char **ret) {

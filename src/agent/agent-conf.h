@@ -163,8 +163,9 @@ const char *agent_token_source_to_string(AgentTokenSource s);
 #define AGENT_TOKEN_INPUT_MAX (TOKEN_STRING_MAX + 1024U)
 
 /* agent_token_read() returns this (> 0) when the token came from a regular file (path, or stdin
- * redirected from a file) that group or others may access: the caller warns, as anyone who can read it
- * can enroll, and anyone who can write it can point the agent at a controller of their choosing. */
+ * redirected from a file) that group or others may access, or that another user owns: the caller warns, as
+ * anyone who can read it can enroll, and anyone who can write it can point the agent at a controller of
+ * their choosing. */
 #define AGENT_TOKEN_FILE_ACCESSIBLE 1
 
 /* Reads the enrollment token for role (connector or tunneler), from the first source that has one:

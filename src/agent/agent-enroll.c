@@ -20,6 +20,7 @@
 #include "crypto-token.h"
 #include "crypto-util.h"
 #include "crypto-x509.h"
+#include "identity-store.h"
 #include "log.h"
 #include "net-grpc-frame.h"
 #include "net-grpc.h"
@@ -205,12 +206,15 @@ static void request_close_transport(AgentRequest *req) {
 static int on_defer(sd_event_source *s, void *userdata) {
         AgentRequest *req = userdata;
 
+        /* Read before the callback: a request its caller holds may be freed from the callback. */
+        bool floating = req->floating;
+
         request_close_transport(req);
-        req->defer = sd_event_source_disable_unref(req->defer);
+        (void) sd_event_source_set_enabled(req->defer, SD_EVENT_OFF);
         if (req->callback)
                 req->callback(req, req->error, req->error < 0 ? (req->reason ?: "out of memory") : NULL,
                               req->error < 0 ? NULL : &req->result, req->userdata);
-        if (req->floating)
+        if (floating)
                 agent_request_free(req);
         return 0;
 }
@@ -234,13 +238,10 @@ static int request_finish(AgentRequest *req, int error, const char *format, ...)
         log_debug("Enrollment request to %s: %s", strna(req->current),
                   error < 0 ? strna(req->reason) : "done");
 
-        r = sd_event_add_defer(req->event, &req->defer, on_defer, req);
-        if (r < 0) {
-                /* Cannot report asynchronously: nothing better than leaving it to the caller's timeout. */
+        /* The defer source exists since request_new() (disabled), so reporting cannot fail here. */
+        r = sd_event_source_set_enabled(req->defer, SD_EVENT_ONESHOT);
+        if (r < 0)
                 log_debug_errno(r, "Failed to schedule the enrollment callback: %m");
-                return error;
-        }
-        (void) sd_event_source_set_description(req->defer, "agent-enroll-done");
         return error;
 }
 
@@ -479,6 +480,19 @@ static int enroll_take_config(AgentRequest *req, const Ztna__V1__EnrollResponse 
         return 0;
 }
 
+/* What the agent will store must pass the identity file's own rules: better to refuse a response now than
+ * to have spent the token on an identity that cannot be saved. */
+static int request_check_identity(AgentRequest *req, const AgentIdentity *i) {
+        const char *reason = NULL;
+        int r;
+
+        r = identity_check(i, &reason);
+        if (r < 0)
+                return request_finish(req, -EBADMSG, "controller at %s sent an identity that cannot be kept: %s",
+                                      req->current, strna(reason));
+        return 0;
+}
+
 static int enroll_take_response(AgentRequest *req, const Ztna__V1__EnrollResponse *resp) {
         _cleanup_(agent_identity_done) AgentIdentity i = {};
         int r;
@@ -497,6 +511,9 @@ static int enroll_take_response(AgentRequest *req, const Ztna__V1__EnrollRespons
         if (r < 0)
                 return r;
 
+        r = request_check_identity(req, &i);
+        if (r < 0)
+                return r;
         agent_identity_done(&req->result);
         req->result = i;
         i = (AgentIdentity) {};
@@ -524,6 +541,9 @@ static int renew_take_response(AgentRequest *req, const Ztna__V1__RenewResponse 
                         return r;
         }
 
+        r = request_check_identity(req, &i);
+        if (r < 0)
+                return r;
         agent_identity_done(&req->result);
         req->result = i;
         i = (AgentIdentity) {};
@@ -925,6 +945,7 @@ static int request_start(AgentRequest *req, char *const *addresses) {
 static int request_new(sd_event *event, RequestKind kind, AgentRequestCallback callback, void *userdata,
                        AgentRequest **ret) {
         AgentRequest *req;
+        int r;
 
         req = calloc(1, sizeof(AgentRequest));
         if (!req)
@@ -937,6 +958,16 @@ static int request_new(sd_event *event, RequestKind kind, AgentRequestCallback c
                 .connect_timeout = AGENT_CONNECT_TIMEOUT_DEFAULT,
                 .call_timeout = AGENT_CALL_TIMEOUT_DEFAULT,
         };
+        /* Created now, enabled by request_finish(): the outcome is always reported, even when memory is
+         * short by then. */
+        r = sd_event_add_defer(event, &req->defer, on_defer, req);
+        if (r >= 0)
+                r = sd_event_source_set_enabled(req->defer, SD_EVENT_OFF);
+        if (r < 0) {
+                agent_request_free(req);
+                return r;
+        }
+        (void) sd_event_source_set_description(req->defer, "agent-enroll-done");
         *ret = req;
         return 0;
 }

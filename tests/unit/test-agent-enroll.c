@@ -393,6 +393,48 @@ TEST(enroll_unreachable) {
         ASSERT_TRUE(strstr(a.reason, "ztna1-") == NULL);
 }
 
+typedef struct HeldRequest {
+        AgentRequest *req;
+        AsyncResult result;
+} HeldRequest;
+
+static void on_held_done(AgentRequest *req, int error, const char *reason, AgentIdentity *identity,
+                         void *userdata) {
+        HeldRequest *h = userdata;
+
+        ASSERT_TRUE(h->req == req);
+        on_async_done(req, error, reason, identity, &h->result); /* reason belongs to the request */
+        /* The owner drops its request from the callback: allowed, and the last thing that touches it. */
+        h->req = agent_request_free(h->req);
+}
+
+/* A request its caller holds may be freed from its own callback (ASan sees any use after that). */
+TEST(held_request_freed_from_callback) {
+        _cleanup_(sd_event_unrefp) sd_event *e = NULL;
+        _cleanup_(token_freep) EnrollmentToken *t = NULL;
+        _cleanup_(erase_and_free_stringp) char *token = NULL;
+        char address[32];
+        uint8_t pin[32] = { 1, 2, 3 };
+        HeldRequest h = {};
+
+        setup();
+        snprintf(address, sizeof(address), "127.0.0.1:%u", free_port());
+        ASSERT_OK(token_generate(pin, (char *[]) { address, NULL }, &t));
+        ASSERT_OK(token_to_string(t, &token));
+        ASSERT_OK(sd_event_new(&e));
+        h.result.event = e;
+
+        ASSERT_OK(agent_enroll(e,
+                               &(AgentEnrollParams) { .token = token, .role = SPIFFE_ROLE_TUNNELER, .id = "t1",
+                                                      .key_type = KEY_TYPE_ED25519 },
+                               on_held_done, &h, &h.req));
+        ASSERT_NOT_NULL(h.req);
+        ASSERT_OK(sd_event_loop(e));
+        ASSERT_EQ(h.result.calls, 1U);
+        ASSERT_EQ(h.result.error, -EHOSTUNREACH);
+        ASSERT_NULL(h.req);
+}
+
 TEST(enroll_ok) {
         _cleanup_(agent_identity_done) AgentIdentity i = {};
         _cleanup_(erase_and_free_stringp) char *token = NULL;
