@@ -1138,6 +1138,16 @@ TEST(token_file_permissions) {
                 ASSERT_STREQ(t, TOKEN);
         }
 
+        CASE("mode 0600 but owned by another user");
+        if (geteuid() == 0) {
+                _cleanup_erase_free_ char *t = NULL;
+                const char *path = token_file(TOKEN "\n", strlen(TOKEN) + 1, 0600);
+
+                ASSERT_TRUE(chown(path, 65534, 65534) == 0);
+                ASSERT_EQ(agent_token_read(SPIFFE_ROLE_CONNECTOR, path, &t, NULL), AGENT_TOKEN_FILE_ACCESSIBLE);
+                ASSERT_STREQ(t, TOKEN);
+        }
+
         CASE("a credential is never flagged");
         {
                 _cleanup_erase_free_ char *t = NULL;
