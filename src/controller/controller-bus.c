@@ -471,6 +471,20 @@ static int method_list_agents(sd_bus_message *message, void *userdata, sd_bus_er
         return r;
 }
 
+/* An agent argument: a ztna SPIFFE ID or a bare agent id. */
+static int bus_check_agent(const char *agent, sd_bus_error *error) {
+        if (startswith(agent, "spiffe://")) {
+                const char *why = NULL;
+
+                if (strlen(agent) > SPIFFE_ID_MAX || spiffe_id_from_string_ztna(agent, NULL, &why) < 0)
+                        return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS, "Invalid SPIFFE ID: %s.",
+                                                 strna(why));
+        } else if (!ztna_id_is_valid(agent))
+                return sd_bus_error_set(error, SD_BUS_ERROR_INVALID_ARGS,
+                                        "Invalid agent: expected a SPIFFE ID or an agent id.");
+        return 0;
+}
+
 static int method_revoke_agent(sd_bus_message *message, void *userdata, sd_bus_error *error) {
         const char *agent, *reason, *details[3] = {};
         char actor[BUS_ACTOR_MAX];
@@ -484,15 +498,9 @@ static int method_revoke_agent(sd_bus_message *message, void *userdata, sd_bus_e
         if (r < 0)
                 return r;
 
-        if (startswith(agent, "spiffe://")) {
-                const char *why = NULL;
-
-                if (strlen(agent) > SPIFFE_ID_MAX || spiffe_id_from_string_ztna(agent, NULL, &why) < 0)
-                        return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS, "Invalid SPIFFE ID: %s.",
-                                                 strna(why));
-        } else if (!ztna_id_is_valid(agent))
-                return sd_bus_error_set(error, SD_BUS_ERROR_INVALID_ARGS,
-                                        "Invalid agent: expected a SPIFFE ID or an agent id.");
+        r = bus_check_agent(agent, error);
+        if (r < 0)
+                return r;
         r = bus_check_string(reason, "Reason", error);
         if (r < 0)
                 return r;
@@ -524,6 +532,50 @@ static int method_revoke_agent(sd_bus_message *message, void *userdata, sd_bus_e
                 return bus_internal_error(error, r, "revoke an agent");
 
         return sd_bus_reply_method_return(message, NULL);
+}
+
+static int method_request_renewal(sd_bus_message *message, void *userdata, sd_bus_error *error) {
+        const char *agent, *details[3] = {};
+        char actor[BUS_ACTOR_MAX];
+        Manager *m = userdata;
+        int r;
+
+        assert(message);
+        assert(m);
+
+        r = sd_bus_message_read(message, "s", &agent);
+        if (r < 0)
+                return r;
+        if (!isempty(agent)) {
+                r = bus_check_agent(agent, error);
+                if (r < 0)
+                        return r;
+        }
+
+        details[0] = "agent";
+        details[1] = agent;
+        r = bus_verify_polkit_async(message, POLKIT_ACTION_MANAGE_AGENTS, details, &m->polkit_registry, error);
+        if (r < 0)
+                return r;
+        if (r == 0)
+                return 1;
+
+        r = bus_message_get_actor(message, actor);
+        if (r < 0)
+                return sd_bus_error_set_errnof(error, r, "Failed to identify the caller: %m");
+
+        r = manager_request_renewal(m, agent, actor);
+        if (r == -ENOENT)
+                return sd_bus_error_setf(error, BUS_ERROR_NO_SUCH_AGENT, "No agent '%s'.", agent);
+        if (r == -ENOTUNIQ)
+                return sd_bus_error_setf(error, BUS_ERROR_AMBIGUOUS_AGENT,
+                                         "More than one agent has the id '%s': use its SPIFFE ID.", agent);
+        if (r == -EINVAL)
+                return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS, "Invalid agent '%s'.", agent);
+        if (r < 0)
+                return bus_internal_error(error, r, "request a renewal");
+
+        return sd_bus_reply_method_return(message, "u", (uint32_t) r);
 }
 
 /* The root that rotate_root() just staged, for the audit record's subject. NULL when not found. */
@@ -706,6 +758,11 @@ static const sd_bus_vtable controller_vtable[] = {
                                 SD_BUS_ARGS("s", agent, "s", reason),
                                 SD_BUS_NO_RESULT,
                                 method_revoke_agent,
+                                SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD_WITH_ARGS("RequestRenewal",
+                                SD_BUS_ARGS("s", agent),
+                                SD_BUS_RESULT("u", streams),
+                                method_request_renewal,
                                 SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_METHOD_WITH_ARGS("RotateRootCA",
                                 SD_BUS_NO_ARGS,

@@ -734,6 +734,27 @@ int manager_revoke_agent(Manager *m, const char *spiffe_id_or_id, const char *re
         return 0;
 }
 
+int manager_request_renewal(Manager *m, const char *spiffe_id_or_id, const char *actor) {
+        _cleanup_free_ char *spiffe_id = NULL;
+        int r;
+
+        assert(m);
+        assert(actor);
+
+        if (!isempty(spiffe_id_or_id)) {
+                r = manager_resolve_agent(m, spiffe_id_or_id, &spiffe_id);
+                if (r < 0)
+                        return r;
+        }
+
+        r = control_registry_renew_now(m->control, spiffe_id);
+        if (r < 0)
+                return r;
+        log_info("%s asked %s to renew now: %i control stream%s told.", actor, spiffe_id ?: "every agent", r,
+                 r == 1 ? "" : "s");
+        return r;
+}
+
 Manager *manager_free(Manager *m) {
         if (!m)
                 return NULL;

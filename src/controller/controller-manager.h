@@ -95,6 +95,11 @@ void manager_stop(Manager *m);
  * already revoked. */
 int manager_revoke_agent(Manager *m, const char *spiffe_id_or_id, const char *reason, const char *actor);
 
+/* Asks agents to renew their certificate now (RenewNow on their control stream): one agent (SPIFFE ID or bare
+ * id, resolved as for manager_revoke_agent()) or, for NULL or "", every connected agent. Returns the number of
+ * streams told (an agent without a live stream renews on its own schedule). -ENOENT, -ENOTUNIQ, -EINVAL. */
+int manager_request_renewal(Manager *m, const char *spiffe_id_or_id, const char *actor);
+
 /* After the trust bundle or server certificate changed: re-apply to TLS and push the bundle to agents. */
 int manager_ca_changed(Manager *m, unsigned changes);
 

@@ -696,6 +696,38 @@ static int verb_agents_revoke(sd_bus *bus, char **args) {
         return bus_call(bus, call, "revoke agent", NULL);
 }
 
+static int verb_agents_renew(sd_bus *bus, char **args) {
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *call = NULL, *reply = NULL;
+        uint32_t n;
+        int r;
+
+        r = bus_new_call(bus, "RequestRenewal", &call);
+        if (r < 0)
+                return r;
+        r = sd_bus_message_append(call, "s", args[0]);
+        if (r < 0)
+                return log_oom();
+        r = bus_call(bus, call, "request a renewal", &reply);
+        if (r < 0)
+                return r;
+        r = sd_bus_message_read(reply, "u", &n);
+        if (r < 0)
+                return bus_parse_error(r);
+
+        if (arg_json) {
+                _cleanup_(json_decrefp) json_t *j = json_pack("{s:I}", "streams_told", (json_int_t) n);
+
+                if (!j)
+                        return log_oom();
+                return json_print(j);
+        }
+        if (n == 0)
+                printf("'%s' has no live control stream: it renews on its own schedule.\n", args[0]);
+        else
+                printf("Asked '%s' to renew its certificate now.\n", args[0]);
+        return 0;
+}
+
 /* --- ca --- */
 
 typedef struct CaRow {
@@ -930,6 +962,7 @@ static const Verb verbs[] = {
         { "token", "revoke", 1, "ID", 0, 0, verb_token_revoke },
         { "agents", "list", 0, NULL, OPT_ROLE, 0, verb_agents_list },
         { "agents", "revoke", 1, "AGENT", OPT_REASON, 0, verb_agents_revoke },
+        { "agents", "renew", 1, "AGENT", 0, 0, verb_agents_renew },
         { "ca", "status", 0, NULL, 0, 0, verb_ca_status },
         { "ca", "rotate", 0, NULL, 0, 0, verb_ca_rotate },
 };
@@ -954,7 +987,8 @@ static void help(void) {
                "Agents:\n"
                "  agents list [--role ROLE]        List enrolled agents\n"
                "  agents revoke AGENT [--reason TEXT]\n"
-               "                                   Revoke an agent (SPIFFE ID or id)\n\n"
+               "                                   Revoke an agent (SPIFFE ID or id)\n"
+               "  agents renew AGENT               Ask a connected agent to renew its certificate now\n\n"
                "Certificate authority:\n"
                "  ca status                        Show the controller and its CAs\n"
                "  ca rotate                        Start a staged root CA rotation\n\n"

@@ -217,7 +217,7 @@ def test_introspection_equals_the_shipped_xml(ctl):
     assert len(ours) == 1
     methods = [dict(m[1])["name"] for m in ours[0][2] if m[0] == "method"]
     assert methods == ["CreateToken", "ListTokens", "RevokeToken", "ListAgents", "RevokeAgent",
-                       "RotateRootCA", "ListCAs"]
+                       "RequestRenewal", "RotateRootCA", "ListCAs"]
 
 
 def test_properties(ctl):
@@ -533,7 +533,8 @@ def test_polkit_decides_for_unprivileged_callers(ctl, polkit):
 
     # Denied: every verb fails with the daemon's message, and nothing changes.
     for args in (["token", "list"], ["token", "create", "--role", "connector"], ["token", "revoke", token["id"]],
-                 ["agents", "list"], ["agents", "revoke", "con-1"], ["ca", "status"], ["ca", "rotate"]):
+                 ["agents", "list"], ["agents", "revoke", "con-1"], ["agents", "renew", "con-1"], ["ca", "status"],
+                 ["ca", "rotate"]):
         err = failed(ctl, *args, user=NOBODY)
         assert "Access denied" in err, (args, err)
     assert [t["state"] for t in ztnactl_json(ctl, "token", "list")] == ["active"]
@@ -563,6 +564,7 @@ def test_polkit_decides_for_unprivileged_callers(ctl, polkit):
     assert [r[0] for r in audit_rows(ctl, "ca-root-rotation")] == [f"uid:{NOBODY}"]
     assert [r[0] for r in audit_rows(ctl, "token-revoked")] == [f"uid:{NOBODY}"]
     assert "No agent" in failed(ctl, "agents", "revoke", "con-1", user=NOBODY)
+    assert "No agent" in failed(ctl, "agents", "renew", "con-1", user=NOBODY)
 
     # Each of those asked polkit with the action the method needs; revocations name what they revoke.
     checks = polkit.checks()

@@ -286,6 +286,30 @@ def test_certificate_for_a_replaced_key_is_refused(running, node, tmp_path, clie
     assert fresh.wait_for("config")["spiffe_id"] == conn.spiffe_id
 
 
+def test_renew_now_reaches_the_agent(running, node, tmp_path, clients):
+    """`ztnactl agents renew` pushes RenewNow down the agent's live stream, and only to that agent."""
+    conn = enroll(node, running, tmp_path, "connector", "conn-1", network="lab")
+    tun = enroll(node, running, tmp_path, "tunneler", "tun-1")
+    c = clients(node, running, conn, "--hold-ms", "-1")
+    t = clients(node, running, tun, "--hold-ms", "-1")
+    c.wait_for("trust_bundle")
+    t.wait_for("trust_bundle")
+
+    out = running.ztnactl("agents", "renew", "conn-1", "--json").stdout
+    assert json.loads(out) == {"streams_told": 1}
+    c.wait_for("renew_now")
+    c.assert_open()
+    assert not any(m.get("type") == "renew_now" for m in t.received())
+
+    # An agent without a stream: nobody told, and the command says so.
+    c.kill()
+    time.sleep(0.5)
+    p = running.ztnactl("agents", "renew", conn.spiffe_id)
+    assert "no live control stream" in p.stdout
+    p = running.ztnactl("agents", "renew", "nobody-here", check=False)
+    assert p.returncode == 1 and "No agent 'nobody-here'" in p.stderr
+
+
 def test_connectors_hear_of_a_revoked_tunneler(running, node, tmp_path, clients):
     conn = enroll(node, running, tmp_path, "connector", "conn-1", network="lab")
     tun = enroll(node, running, tmp_path, "tunneler", "tun-1", groups=("eng",))
