@@ -116,20 +116,21 @@ static bool audit_event_is_refusal(AuditEvent e) {
                e == AUDIT_REAUTHENTICATION_REFUSED || e == AUDIT_CONTROL_REFUSED;
 }
 
-/* Refusals are caused by whoever reaches the gRPC port, certificate or not. journald rate-limits their
- * entries; this bounds their rows, so a flood of bad enrollments cannot grow the database. One window for
- * the process: there is one store. */
+/* Refusals are caused by whoever reaches the gRPC port, certificate or not. Beyond the burst they are only
+ * counted: a flood of bad enrollments must neither grow the database nor push the journal into journald's
+ * per-service rate limit, which would then drop the entries that matter (tokens consumed, revocations).
+ * One window for the process: there is one store. */
 static struct {
         usec_t window_start;
         unsigned rows;
         unsigned suppressed;
 } refusal_limit;
 
-static bool audit_refusal_row_allowed(usec_t n) {
+static bool audit_refusal_allowed(usec_t n) {
         if (n >= refusal_limit.window_start + AUDIT_REFUSAL_INTERVAL || n < refusal_limit.window_start) {
                 if (refusal_limit.suppressed > 0)
-                        log_warning("Did not record %u refused requests in the audit table during the last "
-                                    "minute (more than %u); their journal entries are there.",
+                        log_warning("Did not record %u more refused requests during the last minute (more than "
+                                    "%u): a client may be misconfigured, or somebody is probing the controller.",
                                     refusal_limit.suppressed, AUDIT_REFUSAL_ROWS_BURST);
                 refusal_limit.window_start = n;
                 refusal_limit.rows = 0;
@@ -179,9 +180,12 @@ int audit_log(Store *store, AuditEvent e, const AuditRecord *r) {
                 goto finish;
         }
 
+        if (audit_event_is_refusal(e) && !audit_refusal_allowed(now(CLOCK_MONOTONIC)))
+                goto finish;
+
         log_struct_errno(info->level, 0, (const char *const *) fields, n, info->format, subject);
 
-        if (store && (!audit_event_is_refusal(e) || audit_refusal_row_allowed(now(CLOCK_MONOTONIC)))) {
+        if (store) {
                 if (json_object_size(detail) > 0) {
                         detail_text = json_dumps(detail, JSON_COMPACT | JSON_SORT_KEYS);
                         if (!detail_text) {

@@ -11,10 +11,11 @@
 
 #include "controller-store.h"
 
-/* Rows for refusals (token, enrollment, renewal, re-authentication, control stream) written per
- * AUDIT_REFUSAL_INTERVAL at most; beyond that only the journal entry is written, and a warning counts the
- * rows left out. Anyone who can reach the gRPC port can cause refusals: the database must not grow with
- * them. */
+/* Refusals (token, enrollment, renewal, re-authentication, control stream) recorded per
+ * AUDIT_REFUSAL_INTERVAL at most, journal entry and row alike; beyond that they are counted, and one warning
+ * gives the count when the next interval starts. Anyone who can reach the gRPC port can cause refusals:
+ * neither the database nor the journal (whose rate limit would then drop the entries that matter) may grow
+ * with them. */
 #define AUDIT_REFUSAL_ROWS_BURST 200U
 #define AUDIT_REFUSAL_INTERVAL (60 * USEC_PER_SEC)
 #include "crypto-spiffe.h"
@@ -59,7 +60,7 @@ typedef struct AuditRecord {
 } AuditRecord;
 
 /* Logs the event (notice for successes, warning for refusals) and appends the row (refusals: within the
- * limit above). A failure to write the
+ * limit above, else neither). A failure to write the
  * row is logged and returned but the journal entry is there either way. store may be NULL (journal only:
  * e.g. before the store is open). */
 int audit_log(Store *store, AuditEvent e, const AuditRecord *r);
