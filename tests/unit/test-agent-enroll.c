@@ -1,24 +1,15 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 
-/* The enrollment client against the real controller: each case runs its own `ztna-controller` (init, then
- * run with ZTNA_NO_BUS=1 on a loopback port, READY=1 awaited on a NOTIFY_SOCKET of ours), puts tokens
- * straight into its store while it is stopped, and stops it with SIGTERM expecting exit status 0. */
+/* The enrollment client against the real controller: each case runs its own `ztna-controller`
+ * (tests/lib/controller-fixture.h), puts tokens straight into its store while it is stopped, and stops it
+ * with SIGTERM expecting exit status 0. */
 
-#include <fcntl.h>
-#include <poll.h>
 #include <signal.h>
-#include <sys/prctl.h>
-#include <sys/socket.h>
-#include <sys/stat.h>
-#include <sys/un.h>
-#include <sys/wait.h>
 #include <unistd.h>
-
-#include <arpa/inet.h>
-#include <netinet/in.h>
 
 #include "agent-enroll.h"
 #include "controller-enroll.h"
+#include "controller-fixture.h"
 #include "controller-store.h"
 #include "crypto-bundle.h"
 #include "crypto-key.h"
@@ -26,176 +17,10 @@
 #include "crypto-token.h"
 #include "crypto-util.h"
 #include "crypto-x509.h"
-#include "hexdecoct.h"
 #include "strv.h"
 #include "tests.h"
 
-#define TRUST_DOMAIN "ztna.test"
-#define READY_TIMEOUT_MS 30000
-#define STOP_TIMEOUT_MS 15000
-
-typedef struct Controller {
-        char binary[PATH_MAX];
-        char confdir[PATH_MAX];
-        char db[PATH_MAX];
-        char address[32];
-        uint16_t port;
-        uint8_t pin[32];
-        pid_t pid;
-} Controller;
-
-static uint16_t free_port(void) {
-        struct sockaddr_in sa = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
-        socklen_t len = sizeof(sa);
-        int fd;
-
-        fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-        ASSERT_TRUE(fd >= 0);
-        ASSERT_OK(bind(fd, (struct sockaddr *) &sa, sizeof(sa)));
-        ASSERT_OK(getsockname(fd, (struct sockaddr *) &sa, &len));
-        close(fd);
-        return ntohs(sa.sin_port);
-}
-
-/* Writes controller.conf (extra: more [Certificates] lines) and runs `init`, keeping the root pin it prints. */
-static void controller_init(Controller *c, const char *extra) {
-        const char *build = getenv("ZTNA_BUILD_DIR");
-        char conf[3 * PATH_MAX + 512], *out, *pin_line;
-        size_t n = 0;
-
-        ASSERT_NOT_NULL(build);
-        snprintf(c->binary, sizeof(c->binary), "%s/src/controller/ztna-controller", build);
-        ASSERT_OK(access(c->binary, X_OK));
-        snprintf(c->confdir, sizeof(c->confdir), "%s", test_path("etc"));
-        snprintf(c->db, sizeof(c->db), "%s", test_path("controller.db"));
-        ASSERT_OK(mkdir(c->confdir, 0700));
-        c->port = free_port();
-        snprintf(c->address, sizeof(c->address), "127.0.0.1:%u", c->port);
-        c->pid = 0;
-
-        ASSERT_LT(strlen(extra ?: ""), 256);
-        snprintf(conf, sizeof(conf),
-                 "[Controller]\nTrustDomain=" TRUST_DOMAIN "\nId=ctl-1\n\n"
-                 "[Network]\nListenGRPC=%s\nAdvertisedAddresses=%s\nListenAdmin=127.0.0.1:%u\n\n"
-                 "[Certificates]\nMinimumCertificateLifetime=10s\n%s\n"
-                 "[Storage]\nDatabase=%s\nKeyFile=%s\n",
-                 c->address, c->address, free_port(), extra ?: "", c->db, test_path("kek"));
-        char *path = test_path("etc/controller.conf");
-        test_write_file(path, conf, strlen(conf));
-
-        unsetenv("NOTIFY_SOCKET");
-        unsetenv("LISTEN_FDS");
-        unsetenv("LISTEN_PID");
-        unsetenv("LISTEN_FDNAMES");
-        unsetenv("CREDENTIALS_DIRECTORY");
-        unsetenv("TRUST_DOMAIN");
-        char confdir_arg[PATH_MAX + 16];
-        snprintf(confdir_arg, sizeof(confdir_arg), "--confdir=%s", c->confdir);
-        ASSERT_EQ(TEST_RUN(&out, c->binary, confdir_arg, "init"), 0);
-
-        pin_line = strstr(out, "Root CA SPKI pin: ");
-        ASSERT_NOT_NULL(pin_line);
-        pin_line += strlen("Root CA SPKI pin: ");
-        pin_line[strcspn(pin_line, "\n")] = '\0';
-        _cleanup_free_ void *pin = NULL;
-        ASSERT_OK(unhexmem(pin_line, strlen(pin_line), &pin, &n));
-        ASSERT_EQ(n, 32);
-        memcpy(c->pin, pin, 32);
-}
-
-static void controller_start(Controller *c) {
-        struct sockaddr_un sa = { .sun_family = AF_UNIX };
-        char confdir_arg[PATH_MAX + 16], buf[4096];
-        const char *notify = test_path("notify.socket");
-        usec_t deadline;
-        int fd, status;
-
-        ASSERT_LT(strlen(notify), sizeof(sa.sun_path));
-        strcpy(sa.sun_path, notify);
-        (void) unlink(notify);
-        fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-        ASSERT_TRUE(fd >= 0);
-        ASSERT_OK(bind(fd, (struct sockaddr *) &sa, sizeof(sa)));
-        snprintf(confdir_arg, sizeof(confdir_arg), "--confdir=%s", c->confdir);
-
-        c->pid = fork();
-        ASSERT_TRUE(c->pid >= 0);
-        if (c->pid == 0) {
-                int log_fd = open(test_path("controller.log"), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
-                int null_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
-
-                /* A failing case must not leave its controller behind. */
-                (void) prctl(PR_SET_PDEATHSIG, SIGTERM);
-                if (log_fd < 0 || null_fd < 0 || dup2(null_fd, 0) < 0 || dup2(log_fd, 1) < 0 || dup2(log_fd, 2) < 0)
-                        _exit(127);
-                setenv("ZTNA_NO_BUS", "1", 1);
-                setenv("NOTIFY_SOCKET", notify, 1);
-                execl(c->binary, c->binary, confdir_arg, "run", (char *) NULL);
-                _exit(127);
-        }
-
-        deadline = now(CLOCK_MONOTONIC) + READY_TIMEOUT_MS * USEC_PER_MSEC;
-        for (;;) {
-                struct pollfd p = { .fd = fd, .events = POLLIN };
-                ssize_t n;
-
-                ASSERT_EQ(waitpid(c->pid, &status, WNOHANG), 0);
-                ASSERT_LT(now(CLOCK_MONOTONIC), deadline);
-                if (poll(&p, 1, 200) <= 0)
-                        continue;
-                n = recv(fd, buf, sizeof(buf) - 1, 0);
-                ASSERT_TRUE(n >= 0);
-                buf[n] = '\0';
-                if (strstr(buf, "READY=1"))
-                        break;
-        }
-        close(fd);
-}
-
-static void controller_stop(Controller *c) {
-        usec_t deadline = now(CLOCK_MONOTONIC) + STOP_TIMEOUT_MS * USEC_PER_MSEC;
-        int status = 0;
-        pid_t p;
-
-        ASSERT_TRUE(c->pid > 0);
-        ASSERT_OK(kill(c->pid, SIGTERM));
-        while ((p = waitpid(c->pid, &status, WNOHANG)) == 0) {
-                if (now(CLOCK_MONOTONIC) > deadline) {
-                        (void) kill(c->pid, SIGKILL);
-                        test_fail(__FILE__, __LINE__, "controller did not exit within 15 s of SIGTERM");
-                }
-                usleep(20 * 1000);
-        }
-        ASSERT_EQ(p, c->pid);
-        c->pid = 0;
-        if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
-                test_fail(__FILE__, __LINE__, "controller exited with status %i: %s", status,
-                          test_read_file(test_path("controller.log"), NULL));
-}
-
-/* A token for role in the (stopped) controller's store; *ret_wrong_pin (may be NULL) gets the same token
- * pinning another root. Returned strings are the case's to free. */
-static void controller_add_token(Controller *c, SpiffeRole role, char **ret, char **ret_wrong_pin) {
-        _cleanup_(store_freep) Store *s = NULL;
-        _cleanup_(token_freep) EnrollmentToken *t = NULL;
-        StoreToken st = {
-                .role = role,
-                .created_by = (char *) "test",
-                .created_at = now(CLOCK_REALTIME),
-                .expires_at = now(CLOCK_REALTIME) + USEC_PER_HOUR,
-        };
-
-        ASSERT_OK(token_generate(c->pin, (char *[]) { c->address, NULL }, &t));
-        memcpy(st.id, t->id, sizeof(st.id));
-        ASSERT_OK(token_secret_hash(t->secret, st.secret_hash));
-        ASSERT_OK(store_open_sqlite(c->db, &s));
-        ASSERT_OK(store_token_create(s, &st));
-        ASSERT_OK(token_to_string(t, ret));
-        if (ret_wrong_pin) {
-                t->ca_pin[0] ^= 0xff;
-                ASSERT_OK(token_to_string(t, ret_wrong_pin));
-        }
-}
+#define TRUST_DOMAIN CONTROLLER_FIXTURE_TRUST_DOMAIN
 
 static int enroll(const char *token, SpiffeRole role, const char *id, AgentIdentity *ret, char **ret_reason) {
         return agent_enroll_sync(&(AgentEnrollParams) {
@@ -374,7 +199,7 @@ TEST(enroll_unreachable) {
         AsyncResult a = {};
 
         setup();
-        snprintf(address, sizeof(address), "127.0.0.1:%u", free_port());
+        snprintf(address, sizeof(address), "127.0.0.1:%u", controller_fixture_free_port());
         ASSERT_OK(token_generate(pin, (char *[]) { address, NULL }, &t));
         ASSERT_OK(token_to_string(t, &token));
         ASSERT_OK(sd_event_new(&e));
@@ -418,7 +243,7 @@ TEST(held_request_freed_from_callback) {
         HeldRequest h = {};
 
         setup();
-        snprintf(address, sizeof(address), "127.0.0.1:%u", free_port());
+        snprintf(address, sizeof(address), "127.0.0.1:%u", controller_fixture_free_port());
         ASSERT_OK(token_generate(pin, (char *[]) { address, NULL }, &t));
         ASSERT_OK(token_to_string(t, &token));
         ASSERT_OK(sd_event_new(&e));
@@ -441,12 +266,12 @@ TEST(enroll_ok) {
         _cleanup_(store_agent_freep) StoreAgent *agent = NULL;
         _cleanup_(store_freep) Store *s = NULL;
         _cleanup_free_ char *reason = NULL;
-        Controller c;
+        ControllerFixture c;
 
         setup();
-        controller_init(&c, NULL);
-        controller_add_token(&c, SPIFFE_ROLE_CONNECTOR, &token, NULL);
-        controller_start(&c);
+        controller_fixture_init(&c, NULL);
+        controller_fixture_add_token(&c, SPIFFE_ROLE_CONNECTOR, &token, NULL);
+        controller_fixture_start(&c);
 
         ASSERT_OK(enroll(token, SPIFFE_ROLE_CONNECTOR, "conn-1", &i, &reason));
         assert_identity_valid(&i, "spiffe://" TRUST_DOMAIN "/connector/conn-1");
@@ -469,7 +294,7 @@ TEST(enroll_ok) {
                 crypto_x509_unref(root);
                 ASSERT_MEMEQ(fp, c.pin, 32);
         }
-        controller_stop(&c);
+        controller_fixture_stop(&c);
 
         /* What the controller recorded came from our request. */
         ASSERT_OK(store_open_sqlite(c.db, &s));
@@ -484,37 +309,37 @@ TEST(enroll_token_reused) {
         _cleanup_(agent_identity_done) AgentIdentity i = {}, j = {};
         _cleanup_(erase_and_free_stringp) char *token = NULL;
         _cleanup_free_ char *reason = NULL;
-        Controller c;
+        ControllerFixture c;
 
         setup();
-        controller_init(&c, NULL);
-        controller_add_token(&c, SPIFFE_ROLE_TUNNELER, &token, NULL);
-        controller_start(&c);
+        controller_fixture_init(&c, NULL);
+        controller_fixture_add_token(&c, SPIFFE_ROLE_TUNNELER, &token, NULL);
+        controller_fixture_start(&c);
 
         ASSERT_OK(enroll(token, SPIFFE_ROLE_TUNNELER, "tun-1", &i, NULL));
         ASSERT_ERROR(enroll(token, SPIFFE_ROLE_TUNNELER, "tun-2", &j, &reason), EACCES);
         ASSERT_STREQ(reason, "token already used");
         ASSERT_NULL(j.spiffe_id);
-        controller_stop(&c);
+        controller_fixture_stop(&c);
 }
 
 TEST(enroll_wrong_role) {
         _cleanup_(agent_identity_done) AgentIdentity i = {};
         _cleanup_(erase_and_free_stringp) char *token = NULL;
         _cleanup_free_ char *reason = NULL;
-        Controller c;
+        ControllerFixture c;
 
         setup();
-        controller_init(&c, NULL);
-        controller_add_token(&c, SPIFFE_ROLE_CONNECTOR, &token, NULL);
-        controller_start(&c);
+        controller_fixture_init(&c, NULL);
+        controller_fixture_add_token(&c, SPIFFE_ROLE_CONNECTOR, &token, NULL);
+        controller_fixture_start(&c);
 
         ASSERT_ERROR(enroll(token, SPIFFE_ROLE_TUNNELER, "tun-1", &i, &reason), EACCES);
         ASSERT_STREQ(reason, "token is for another role");
         /* Refused before anything was consumed: the right role still enrolls. */
         ASSERT_OK(enroll(token, SPIFFE_ROLE_CONNECTOR, "conn-1", &i, NULL));
         ASSERT_STREQ(i.spiffe_id, "spiffe://" TRUST_DOMAIN "/connector/conn-1");
-        controller_stop(&c);
+        controller_fixture_stop(&c);
 }
 
 TEST(enroll_pin_mismatch) {
@@ -522,12 +347,12 @@ TEST(enroll_pin_mismatch) {
         _cleanup_(erase_and_free_stringp) char *token = NULL, *wrong = NULL;
         _cleanup_free_ char *reason = NULL;
         char expected[256];
-        Controller c;
+        ControllerFixture c;
 
         setup();
-        controller_init(&c, NULL);
-        controller_add_token(&c, SPIFFE_ROLE_CONNECTOR, &token, &wrong);
-        controller_start(&c);
+        controller_fixture_init(&c, NULL);
+        controller_fixture_add_token(&c, SPIFFE_ROLE_CONNECTOR, &token, &wrong);
+        controller_fixture_start(&c);
 
         ASSERT_ERROR(enroll(wrong, SPIFFE_ROLE_CONNECTOR, "conn-1", &i, &reason), ENOKEY);
         snprintf(expected, sizeof(expected),
@@ -536,7 +361,7 @@ TEST(enroll_pin_mismatch) {
         ASSERT_NULL(i.spiffe_id);
         /* Same id and secret: the token was never sent, so it is still unused. */
         ASSERT_OK(enroll(token, SPIFFE_ROLE_CONNECTOR, "conn-1", &i, NULL));
-        controller_stop(&c);
+        controller_fixture_stop(&c);
 }
 
 TEST(renew_same_and_new_key) {
@@ -544,12 +369,12 @@ TEST(renew_same_and_new_key) {
         _cleanup_(erase_and_free_stringp) char *token = NULL;
         _cleanup_free_ char *reason = NULL;
         const char *sid = "spiffe://" TRUST_DOMAIN "/connector/conn-1";
-        Controller c;
+        ControllerFixture c;
 
         setup();
-        controller_init(&c, NULL);
-        controller_add_token(&c, SPIFFE_ROLE_CONNECTOR, &token, NULL);
-        controller_start(&c);
+        controller_fixture_init(&c, NULL);
+        controller_fixture_add_token(&c, SPIFFE_ROLE_CONNECTOR, &token, NULL);
+        controller_fixture_start(&c);
         ASSERT_OK(enroll(token, SPIFFE_ROLE_CONNECTOR, "conn-1", &i, NULL));
 
         ASSERT_OK(agent_renew_sync(&i, false, &same, &reason));
@@ -571,7 +396,7 @@ TEST(renew_same_and_new_key) {
         ASSERT_OK(agent_renew_sync(&fresh, false, &again, NULL));
         assert_identity_valid(&again, sid);
         ASSERT_TRUE(blob_equal(&again.key, &fresh.key));
-        controller_stop(&c);
+        controller_fixture_stop(&c);
 }
 
 TEST(reauthenticate_after_expiry) {
@@ -579,13 +404,13 @@ TEST(reauthenticate_after_expiry) {
         _cleanup_(erase_and_free_stringp) char *token = NULL;
         _cleanup_free_ char *reason = NULL;
         const char *sid = "spiffe://" TRUST_DOMAIN "/tunneler/tun-1";
-        Controller c;
+        ControllerFixture c;
         usec_t n;
 
         setup();
-        controller_init(&c, "TunnelerLifetime=10s\n");
-        controller_add_token(&c, SPIFFE_ROLE_TUNNELER, &token, NULL);
-        controller_start(&c);
+        controller_fixture_init(&c, "TunnelerLifetime=10s\n");
+        controller_fixture_add_token(&c, SPIFFE_ROLE_TUNNELER, &token, NULL);
+        controller_fixture_start(&c);
         ASSERT_OK(enroll(token, SPIFFE_ROLE_TUNNELER, "tun-1", &i, NULL));
         ASSERT_EQ(i.certificate_lifetime, 10 * USEC_PER_SEC);
 
@@ -610,21 +435,21 @@ TEST(reauthenticate_after_expiry) {
         ASSERT_FALSE(blob_equal(&r2.key, &r1.key));
         ASSERT_ERROR(agent_reauthenticate_sync(&r1, false, &x, &reason), EACCES);
         ASSERT_STREQ(reason, "signature does not verify");
-        controller_stop(&c);
+        controller_fixture_stop(&c);
 }
 
 TEST(revoked_agent_refused) {
         _cleanup_(agent_identity_done) AgentIdentity i = {}, x = {};
         _cleanup_(erase_and_free_stringp) char *token = NULL;
         _cleanup_free_ char *reason = NULL, *reason2 = NULL;
-        Controller c;
+        ControllerFixture c;
 
         setup();
-        controller_init(&c, NULL);
-        controller_add_token(&c, SPIFFE_ROLE_CONNECTOR, &token, NULL);
-        controller_start(&c);
+        controller_fixture_init(&c, NULL);
+        controller_fixture_add_token(&c, SPIFFE_ROLE_CONNECTOR, &token, NULL);
+        controller_fixture_start(&c);
         ASSERT_OK(enroll(token, SPIFFE_ROLE_CONNECTOR, "conn-1", &i, NULL));
-        controller_stop(&c);
+        controller_fixture_stop(&c);
 
         {
                 _cleanup_(store_freep) Store *s = NULL;
@@ -632,7 +457,7 @@ TEST(revoked_agent_refused) {
                 ASSERT_OK(store_open_sqlite(c.db, &s));
                 ASSERT_OK(store_agent_revoke(s, i.spiffe_id, "test", now(CLOCK_REALTIME)));
         }
-        controller_start(&c);
+        controller_fixture_start(&c);
 
         ASSERT_ERROR(agent_renew_sync(&i, false, &x, &reason), EACCES);
         ASSERT_STREQ(reason, "agent revoked");
@@ -640,5 +465,5 @@ TEST(revoked_agent_refused) {
         ASSERT_ERROR(agent_reauthenticate_sync(&i, false, &x, &reason2), EACCES);
         ASSERT_STREQ(reason2, "agent revoked");
         ASSERT_NULL(x.spiffe_id);
-        controller_stop(&c);
+        controller_fixture_stop(&c);
 }
