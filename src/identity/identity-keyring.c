@@ -25,6 +25,7 @@ struct KeyringSecret {
         key_serial_t keyring;
 
         /* memory mode */
+        usec_t deadline;   /* CLOCK_BOOTTIME, USEC_INFINITY for none */
         uint8_t *mem;
         size_t mem_size;   /* mapped, a multiple of the page size */
         bool locked;
@@ -47,14 +48,16 @@ static bool keyctl_error_is_refusal(int e) {
         return e == ENOSYS || e == EPERM || e == EACCES || e == EDQUOT || e == EOPNOTSUPP;
 }
 
-static int secret_put_kernel(KeyringSecret *s, const char *description, const void *data, size_t size) {
+static int secret_put_kernel(KeyringSecret *s, const char *description, const void *data, size_t size,
+                             unsigned timeout_sec) {
         char name[KEYRING_DESCRIPTION_MAX + 1 + 16 + 1];
         key_serial_t ring, key;
         int r;
 
         /* Probe keyctl before adding: if add_key() were allowed and keyctl() refused, the key could not
-         * be restricted or removed afterwards. */
-        ring = keyctl_get_keyring_ID(KEY_SPEC_SESSION_KEYRING, 1);
+         * be restricted or removed afterwards. The process keyring (created here if need be) dies with
+         * us, so a crash leaves no secret behind in a keyring that outlives the process. */
+        ring = keyctl_get_keyring_ID(KEY_SPEC_PROCESS_KEYRING, 1);
         if (ring < 0)
                 return -errno;
 
@@ -67,7 +70,8 @@ static int secret_put_kernel(KeyringSecret *s, const char *description, const vo
                 return -errno;
 
         /* The default grants the owning user "view"; a secret is for its possessor only. */
-        if (keyctl_setperm(key, KEY_POS_ALL) < 0) {
+        if (keyctl_setperm(key, KEY_POS_ALL) < 0 ||
+            (timeout_sec > 0 && keyctl_set_timeout(key, timeout_sec) < 0)) {
                 r = -errno;
                 if (keyctl_invalidate(key) < 0)
                         (void) keyctl_unlink(key, ring);
@@ -110,9 +114,10 @@ static int secret_put_memory(KeyringSecret *s, const void *data, size_t size) {
         return 0;
 }
 
-int keyring_secret_new(const char *description, const void *data, size_t size, KeyringFlags flags,
-                       KeyringSecret **ret) {
+int keyring_secret_new_full(const char *description, const void *data, size_t size, KeyringFlags flags,
+                            usec_t timeout, KeyringSecret **ret) {
         _cleanup_(keyring_secret_freep) KeyringSecret *s = NULL;
+        unsigned timeout_sec = 0;
         int r;
 
         assert(data || size == 0);
@@ -122,6 +127,13 @@ int keyring_secret_new(const char *description, const void *data, size_t size, K
                 return -EINVAL;
         if (size > KEYRING_SECRET_MAX)
                 return -EFBIG;
+        if (timeout == USEC_INFINITY)
+                timeout = 0;
+        if (timeout > KEYRING_TIMEOUT_MAX)
+                return -ERANGE;
+        /* Rounded up: a secret never expires before the time asked for. */
+        if (timeout > 0)
+                timeout_sec = (unsigned) ((timeout + USEC_PER_SEC - 1) / USEC_PER_SEC);
 
         s = calloc(1, sizeof(KeyringSecret));
         if (!s)
@@ -129,9 +141,11 @@ int keyring_secret_new(const char *description, const void *data, size_t size, K
         s->size = size;
         s->serial = -1;
         s->keyring = -1;
+        s->deadline = timeout > 0 ? usec_add(now(CLOCK_BOOTTIME), (usec_t) timeout_sec * USEC_PER_SEC) :
+                                    USEC_INFINITY;
 
         if (!(flags & KEYRING_FORCE_MEMORY)) {
-                r = secret_put_kernel(s, description, data, size);
+                r = secret_put_kernel(s, description, data, size, timeout_sec);
                 if (r < 0) {
                         if (!keyctl_error_is_refusal(-r))
                                 return r;
@@ -151,12 +165,21 @@ int keyring_secret_new(const char *description, const void *data, size_t size, K
         return (*ret)->in_kernel ? KEYRING_MODE_KERNEL : KEYRING_MODE_MEMORY;
 }
 
+int keyring_secret_new(const char *description, const void *data, size_t size, KeyringFlags flags,
+                       KeyringSecret **ret) {
+        return keyring_secret_new_full(description, data, size, flags, 0, ret);
+}
+
 int keyring_secret_read(const KeyringSecret *s, uint8_t **ret, size_t *ret_size) {
         uint8_t *buf;
 
         assert(s);
         assert(ret);
         assert(ret_size);
+
+        /* The kernel decides for its keys; memory mode keeps the same promise. */
+        if (!s->in_kernel && s->deadline != USEC_INFINITY && now(CLOCK_BOOTTIME) >= s->deadline)
+                return -EKEYEXPIRED;
 
         buf = malloc(s->size + 1);
         if (!buf)

@@ -2,17 +2,23 @@
 #pragma once
 
 /* Secrets in memory (DESIGN.md §7 "Identity in memory"): the KEK and the unwrapped identity are held in
- * the kernel keyring as "user" keys in the session keyring (which systemd makes private to each service),
- * readable by their possessor only, so they are not in the process's memory between uses. Where keyctl
- * is refused (containers: seccomp, ENOSYS, EPERM, EACCES) or the key quota is exhausted (EDQUOT), the
- * secret is kept instead in locked (mlock), non-dumpable (MADV_DONTDUMP), wipe-on-fork memory. The
- * caller learns which mode it got and logs the fallback; these helpers log at debug only. */
+ * the kernel keyring as "user" keys, readable by their possessor only, so they are not in the process's
+ * memory between uses. They are linked into the PROCESS keyring, not the session keyring: outside systemd
+ * the session keyring is the login session's, shared with every process of the user's session and
+ * outliving us, so a crashed agent would leave its secrets there. The process keyring goes away with the
+ * process (its keys are then garbage-collected) and is not inherited by fork(), like the wipe-on-fork
+ * memory below; under systemd it is as private as the per-service session keyring §7 has in mind. An
+ * optional timeout makes the kernel expire the key as well. Where keyctl is refused (containers: seccomp,
+ * ENOSYS, EPERM, EACCES) or the key quota is exhausted (EDQUOT), the secret is kept instead in locked
+ * (mlock), non-dumpable (MADV_DONTDUMP), wipe-on-fork memory, which honours the same timeout. The caller
+ * learns which mode it got and logs the fallback; these helpers log at debug only. */
 
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
 #include "macro.h"
+#include "time-util.h"
 
 /* Largest secret: the kernel's limit for a "user" key payload. Note that the kernel's per-user quota
  * (/proc/sys/kernel/keys/maxbytes, 20000 bytes by default for non-root users) can be lower; a key that
@@ -20,6 +26,8 @@
 #define KEYRING_SECRET_MAX 32767U
 /* Longest description given by the caller (a unique suffix is added to it in the keyring). */
 #define KEYRING_DESCRIPTION_MAX 128U
+/* Longest timeout; 0 or USEC_INFINITY mean none. */
+#define KEYRING_TIMEOUT_MAX USEC_PER_YEAR
 
 typedef enum KeyringFlags {
         KEYRING_FORCE_MEMORY = 1 << 0, /* do not try the kernel keyring (tests, or a caller's choice) */
@@ -27,28 +35,35 @@ typedef enum KeyringFlags {
 
 typedef enum KeyringMode {
         KEYRING_MODE_MEMORY = 0,       /* locked, non-dumpable process memory */
-        KEYRING_MODE_KERNEL = 1,       /* a possessor-only "user" key in the session keyring */
+        KEYRING_MODE_KERNEL = 1,       /* a possessor-only "user" key in the process keyring */
 } KeyringMode;
 
 typedef struct KeyringSecret KeyringSecret;
 
 /* Stores a copy of data (1..KEYRING_SECRET_MAX bytes) under description (1..KEYRING_DESCRIPTION_MAX
  * printable ASCII characters, no spaces; the key's description in the keyring is "<description>.<random
- * hex>", so two secrets never replace each other). In kernel mode the key's permissions are set to
- * possessor-only right after add_key(). The caller still wipes its own data. Returns the KeyringMode
+ * hex>", so two secrets never replace each other). In kernel mode the key is linked into the process
+ * keyring and its permissions are set to possessor-only right after add_key(). With a timeout (1 µs ..
+ * KEYRING_TIMEOUT_MAX, rounded up to whole seconds; 0 or USEC_INFINITY for none) the secret expires:
+ * keyring_secret_read() then fails with -EKEYEXPIRED, in either mode; a kernel key is also dropped by the
+ * kernel even if this process never frees it. The caller still wipes its own data. Returns the KeyringMode
  * (>= 0) it got; keyring_secret_kernel_error() tells why the keyring was not used. Errors:
  *   -EINVAL  bad description or size 0
  *   -EFBIG   size above KEYRING_SECRET_MAX
+ *   -ERANGE  timeout above KEYRING_TIMEOUT_MAX
  *   -ENOMEM, or the error of mmap()/mlock()/madvise() in memory mode (e.g. -EPERM, -ENOMEM from
  *            RLIMIT_MEMLOCK: locked memory is required, never silently dropped), or an unexpected
  *            keyctl error in kernel mode */
+int keyring_secret_new_full(const char *description, const void *data, size_t size, KeyringFlags flags,
+                            usec_t timeout, KeyringSecret **ret);
+/* The same without a timeout. */
 int keyring_secret_new(const char *description, const void *data, size_t size, KeyringFlags flags,
                        KeyringSecret **ret);
 
 /* A copy of the secret in a new buffer of *ret_size bytes plus a NUL byte (not counted); the caller wipes
  * it: erase_and_free(buf, size + 1) or a ByteBuffer with erase_and_freep(). Errors: the keyctl error when
- * the key is gone or was revoked (-ENOKEY, -EKEYREVOKED, -EKEYEXPIRED), -EIO when its size changed,
- * -ENOMEM. */
+ * the key is gone or was revoked (-ENOKEY, -EKEYREVOKED), -EKEYEXPIRED after the timeout (either mode),
+ * -EIO when its size changed, -ENOMEM. */
 int keyring_secret_read(const KeyringSecret *s, uint8_t **ret, size_t *ret_size);
 
 size_t keyring_secret_size(const KeyringSecret *s);

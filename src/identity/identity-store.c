@@ -3,6 +3,7 @@
 #include <assert.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <inttypes.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -510,8 +511,9 @@ static int reason_ret(const char **ret_reason, const char *reason, int r) {
         return r;
 }
 
-/* Opens the state directory, refusing a symbolic link and one writable by anybody but its owner: whoever
- * could write there could swap the identity for their own. */
+/* Opens the state directory, refusing a symbolic link, one owned by another user and one writable by
+ * anybody but its owner: whoever could write there could swap the identity for their own. Everything
+ * below works relative to the returned fd, so the path is resolved once. */
 static int open_state_dir(const char *dir, const char **ret_reason) {
         _cleanup_close_ int fd = -EBADF;
         struct stat st;
@@ -535,6 +537,10 @@ static int open_state_dir(const char *dir, const char **ret_reason) {
         }
         if (fstat(fd, &st) < 0)
                 return reason_ret(ret_reason, "cannot stat the state directory", -errno);
+        /* Its owner could replace the identity, or the directory, at will. As root the directory must be
+         * root's: one owned by an unprivileged user must not decide what root loads. */
+        if (st.st_uid != geteuid())
+                return reason_ret(ret_reason, "state directory is owned by another user", -EPERM);
         if (st.st_mode & (S_IWGRP | S_IWOTH))
                 return reason_ret(ret_reason, "state directory is writable by group or others", -EPERM);
 
@@ -613,10 +619,9 @@ static int identity_aad(SpiffeRole role, char *buf, size_t size) {
         return k;
 }
 
-static int load_one(const char *dir, const char *name, SpiffeRole role, const uint8_t kek[static KEK_SIZE],
-                    AgentIdentity *ret, const char **ret_reason) {
+static int load_at(int dfd, const char *name, SpiffeRole role, const uint8_t kek[static KEK_SIZE],
+                   AgentIdentity *ret, const char **ret_reason) {
         _cleanup_(agent_identity_done) AgentIdentity i = {};
-        _cleanup_close_ int dfd = -EBADF;
         _cleanup_free_ uint8_t *sealed = NULL;
         uint8_t *plain = NULL;
         size_t sealed_size = 0, plain_size = 0;
@@ -624,19 +629,15 @@ static int load_one(const char *dir, const char *name, SpiffeRole role, const ui
         char aad[64];
         int aad_size, r;
 
-        assert(dir);
+        assert(dfd >= 0);
+        assert(name);
         assert(kek);
         assert(ret);
 
-        if (!role_is_agent(role))
-                return reason_ret(ret_reason, "role is not connector or tunneler", -EINVAL);
         aad_size = identity_aad(role, aad, sizeof(aad));
         if (aad_size < 0)
                 return aad_size;
 
-        dfd = open_state_dir(dir, ret_reason);
-        if (dfd < 0)
-                return dfd;
         r = read_identity_file(dfd, name, &sealed, &sealed_size, ret_reason);
         if (r < 0)
                 return r;
@@ -675,6 +676,22 @@ static int load_one(const char *dir, const char *name, SpiffeRole role, const ui
         return 0;
 }
 
+static int load_one(const char *dir, const char *name, SpiffeRole role, const uint8_t kek[static KEK_SIZE],
+                    AgentIdentity *ret, const char **ret_reason) {
+        _cleanup_close_ int dfd = -EBADF;
+
+        assert(dir);
+        assert(kek);
+        assert(ret);
+
+        if (!role_is_agent(role))
+                return reason_ret(ret_reason, "role is not connector or tunneler", -EINVAL);
+        dfd = open_state_dir(dir, ret_reason);
+        if (dfd < 0)
+                return dfd;
+        return load_at(dfd, name, role, kek, ret, ret_reason);
+}
+
 int identity_store_load(const char *dir, SpiffeRole role, const uint8_t kek[static KEK_SIZE],
                         AgentIdentity *ret, const char **ret_reason) {
         return load_one(dir, IDENTITY_FILE_NAME, role, kek, ret, ret_reason);
@@ -692,9 +709,8 @@ int identity_store_load_previous(const char *dir, SpiffeRole role, const uint8_t
 
 /* Keeps the current file as identity.previous: a hard link is one atomic step that copies nothing; where
  * the file system refuses links, an atomic copy does as well, since "identity" stays untouched. */
-static int keep_previous(int dfd, const char *dir, const char **ret_reason) {
+static int keep_previous(int dfd, const char **ret_reason) {
         _cleanup_free_ uint8_t *data = NULL;
-        _cleanup_free_ char *path = NULL;
         size_t size = 0;
         int r;
 
@@ -702,27 +718,95 @@ static int keep_previous(int dfd, const char *dir, const char **ret_reason) {
                 return 0;
         if (errno == EEXIST)
                 return reason_ret(ret_reason, "previous identity appeared while saving", -EEXIST);
-        log_debug_errno(errno, "Cannot hard-link the identity file in '%s', copying it: %m", dir);
+        log_debug_errno(errno, "Cannot hard-link the identity file, copying it: %m");
 
         r = read_identity_file(dfd, IDENTITY_FILE_NAME, &data, &size, ret_reason);
         if (r < 0)
                 return r;
-        path = strjoin(dir, "/" IDENTITY_PREVIOUS_FILE_NAME, NULL);
-        if (!path)
-                return -ENOMEM;
-        r = write_file_atomic_full(path, data, size, IDENTITY_FILE_MODE, WRITE_FILE_NOREPLACE);
+        r = write_file_atomic_at(dfd, IDENTITY_PREVIOUS_FILE_NAME, data, size, IDENTITY_FILE_MODE,
+                                 WRITE_FILE_NOREPLACE);
         if (r < 0)
                 return reason_ret(ret_reason, "cannot keep the previous identity", r);
         return 0;
 }
 
+/* Renames the current file to IDENTITY_CORRUPT_FILE_PREFIX "<µs since the epoch>", never over anything:
+ * it may be the only copy of an identity that a different KEK or a newer version would still open. */
+static int move_aside(int dfd, const char **ret_reason) {
+        usec_t t = now(CLOCK_REALTIME);
+
+        for (unsigned attempt = 0;; attempt++) {
+                char name[sizeof(IDENTITY_CORRUPT_FILE_PREFIX) + 20]; /* 20 digits hold any u64 */
+
+                snprintf(name, sizeof(name), IDENTITY_CORRUPT_FILE_PREFIX "%" PRIu64,
+                         (uint64_t) (t + attempt));
+                if (renameat2(dfd, IDENTITY_FILE_NAME, dfd, name, RENAME_NOREPLACE) >= 0)
+                        break;
+                if (errno == EINVAL) {
+                        /* No RENAME_NOREPLACE on this file system: a link cannot replace anything either. */
+                        if (linkat(dfd, IDENTITY_FILE_NAME, dfd, name, 0) >= 0) {
+                                if (unlinkat(dfd, IDENTITY_FILE_NAME, 0) < 0)
+                                        return reason_ret(ret_reason, "cannot move the unreadable identity "
+                                                          "file aside", -errno);
+                                break;
+                        }
+                }
+                if (errno != EEXIST || attempt >= IDENTITY_CORRUPT_ATTEMPTS)
+                        return reason_ret(ret_reason, "cannot move the unreadable identity file aside",
+                                          -errno);
+        }
+        if (fsync(dfd) < 0)
+                return reason_ret(ret_reason, "cannot sync the state directory", -errno);
+        return 0;
+}
+
+/* Checks that the current file opens with this KEK and role before it is kept as the previous identity or
+ * replaced. Returns 0 when it does, 1 when there is no current file (any more: it vanished, or it did not
+ * open and IDENTITY_SAVE_FORCE moved it aside). */
+static int verify_current(int dfd, SpiffeRole role, const uint8_t kek[static KEK_SIZE],
+                          IdentitySaveFlags flags, const char **ret_reason) {
+        _cleanup_(agent_identity_done) AgentIdentity cur = {};
+        const char *reason = NULL;
+        int r;
+
+        r = load_at(dfd, IDENTITY_FILE_NAME, role, kek, &cur, &reason);
+        if (r >= 0)
+                return 0;
+        if (r == -ENOENT)
+                return 1;
+        if (r != -EKEYREJECTED && r != -EBADMSG && r != -EPROTONOSUPPORT && r != -EFBIG)
+                return reason_ret(ret_reason, reason, r);
+
+        if (!(flags & IDENTITY_SAVE_FORCE))
+                switch (r) {
+                case -EKEYREJECTED:
+                        return reason_ret(ret_reason, "current identity file does not open with this "
+                                          "key-encryption key and role; not replacing it without force", r);
+                case -EPROTONOSUPPORT:
+                        return reason_ret(ret_reason, "current identity file was written by a newer version; "
+                                          "not replacing it without force", r);
+                case -EFBIG:
+                        return reason_ret(ret_reason, "current identity file is too large; not replacing it "
+                                          "without force", r);
+                default:
+                        return reason_ret(ret_reason, "current identity file is damaged or not an identity; "
+                                          "not replacing it without force", r);
+                }
+
+        log_debug("Identity file does not open (%s), moving it aside as forced.", reason);
+        r = move_aside(dfd, ret_reason);
+        if (r < 0)
+                return r;
+        return 1;
+}
+
 int identity_store_save(const char *dir, SpiffeRole role, const uint8_t kek[static KEK_SIZE],
-                        const AgentIdentity *i, const char **ret_reason) {
+                        const AgentIdentity *i, IdentitySaveFlags flags, const char **ret_reason) {
         _cleanup_close_ int dfd = -EBADF;
         _cleanup_free_ uint8_t *sealed = NULL;
-        _cleanup_free_ char *path = NULL;
         uint8_t *plain = NULL;
         size_t plain_size = 0, sealed_size = 0;
+        bool has_previous, has_current;
         char aad[64];
         int aad_size, r;
 
@@ -730,6 +814,8 @@ int identity_store_save(const char *dir, SpiffeRole role, const uint8_t kek[stat
         assert(kek);
         assert(i);
 
+        if ((flags & ~IDENTITY_SAVE_FORCE) != 0)
+                return reason_ret(ret_reason, "unknown flags", -EINVAL);
         if (!role_is_agent(role))
                 return reason_ret(ret_reason, "role is not connector or tunneler", -EINVAL);
         if (i->role != role)
@@ -750,32 +836,37 @@ int identity_store_save(const char *dir, SpiffeRole role, const uint8_t kek[stat
         dfd = open_state_dir(dir, ret_reason);
         if (dfd < 0)
                 return dfd;
-        path = strjoin(dir, "/" IDENTITY_FILE_NAME, NULL);
-        if (!path)
-                return -ENOMEM;
 
         r = check_identity_file(dfd, IDENTITY_PREVIOUS_FILE_NAME, ret_reason);
         if (r < 0)
                 return r;
-        if (r == 0) {
-                r = check_identity_file(dfd, IDENTITY_FILE_NAME, ret_reason);
+        has_previous = r > 0;
+        r = check_identity_file(dfd, IDENTITY_FILE_NAME, ret_reason);
+        if (r < 0)
+                return r;
+        has_current = r > 0;
+
+        /* Neither kept as the previous identity nor replaced unless it is ours: a file that does not open
+         * with this KEK and role may be somebody's only copy of an identity. */
+        if (has_current) {
+                r = verify_current(dfd, role, kek, flags, ret_reason);
                 if (r < 0)
                         return r;
-                if (r > 0) {
-                        r = keep_previous(dfd, dir, ret_reason);
-                        if (r < 0)
-                                return r;
-                        /* The link must be durable before the rename below can be. */
-                        if (fsync(dfd) < 0)
-                                return reason_ret(ret_reason, "cannot sync the state directory", -errno);
-                }
-        } else {
-                r = check_identity_file(dfd, IDENTITY_FILE_NAME, ret_reason);
-                if (r < 0)
-                        return r;
+                has_current = r == 0;
         }
 
-        r = write_file_atomic(path, sealed, sealed_size, IDENTITY_FILE_MODE);
+        /* When a previous one exists, the current file is not yet proven: it is replaced, and the
+         * previous one stays the last proven. */
+        if (has_current && !has_previous) {
+                r = keep_previous(dfd, ret_reason);
+                if (r < 0)
+                        return r;
+                /* The link must be durable before the rename below can be. */
+                if (fsync(dfd) < 0)
+                        return reason_ret(ret_reason, "cannot sync the state directory", -errno);
+        }
+
+        r = write_file_atomic_at(dfd, IDENTITY_FILE_NAME, sealed, sealed_size, IDENTITY_FILE_MODE, 0);
         if (r < 0)
                 return reason_ret(ret_reason, "cannot write the identity file", r);
         return 0;

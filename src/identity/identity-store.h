@@ -62,6 +62,10 @@ typedef enum IdentityTag {
 #define IDENTITY_FILE_NAME "identity"
 #define IDENTITY_PREVIOUS_FILE_NAME "identity.previous"
 #define IDENTITY_FILE_MODE 0600
+/* Where IDENTITY_SAVE_FORCE moves an identity file that does not open; a number follows. */
+#define IDENTITY_CORRUPT_FILE_PREFIX "identity.corrupt-"
+/* Names tried when one is taken (a clash needs two forced saves in the same µs). */
+#define IDENTITY_CORRUPT_ATTEMPTS 16U
 
 /* Checks every rule of the format on an identity in memory: role connector or tunneler, id, trust domain
  * and SPIFFE ID valid and consistent, a key, 1..IDENTITY_CHAIN_MAX chain certificates, 1..IDENTITY_BUNDLE_MAX
@@ -83,20 +87,33 @@ int identity_serialize(const AgentIdentity *i, uint8_t **ret, size_t *ret_size, 
  * and any partly parsed key material is wiped. */
 int identity_parse(const void *data, size_t size, AgentIdentity *ret, const char **ret_reason);
 
-/* Seals i for role under kek and writes it to "<dir>/identity" atomically with mode 0600
- * (write_file_atomic()). When an "identity" exists and no "identity.previous" does, the current file is
- * first hard-linked (or, where links are refused, copied atomically) to "identity.previous" and the
- * directory synced, so a crash at any point leaves "identity" holding the old or the new version and,
- * once the new one is in place, "identity.previous" holding the old. When "identity.previous" already
- * exists, the current file is not yet proven and is replaced; the previous one stays the last proven.
- * The plaintext is wiped. Errors (static *ret_reason, may be NULL, set on failure):
- *   -EINVAL   role is not connector/tunneler, i->role differs from role, or i breaks a rule
- *   -EPERM    dir is a symbolic link or writable by group or others, or an identity file is a
- *             symbolic link or not a regular file
+typedef enum IdentitySaveFlags {
+        /* A current identity file that does not open with this KEK and role is moved aside to
+         * IDENTITY_CORRUPT_FILE_PREFIX "<µs since the epoch>" (never deleted) and the save goes on. For an
+         * explicit operator decision ("re-enroll over a damaged or foreign identity"), never a default. */
+        IDENTITY_SAVE_FORCE = 1 << 0,
+} IdentitySaveFlags;
+
+/* Seals i for role under kek and writes it to "<dir>/identity" atomically with mode 0600, through the
+ * directory's fd (write_file_atomic_at()), so the path is resolved once. When an "identity" exists, it must
+ * first open with this KEK and role: it is never kept as "identity.previous" nor replaced otherwise (see
+ * IDENTITY_SAVE_FORCE). When it opens and no "identity.previous" exists, it is hard-linked (or, where links
+ * are refused, copied atomically) to "identity.previous" and the directory synced, so a crash at any point
+ * leaves "identity" holding the old or the new version and, once the new one is in place,
+ * "identity.previous" holding the old. When "identity.previous" already exists, the current file is not yet
+ * proven and is replaced; the previous one stays the last proven. The plaintext is wiped. Errors (static
+ * *ret_reason, may be NULL, set on failure):
+ *   -EINVAL   role is not connector/tunneler, i->role differs from role, i breaks a rule, unknown flags
+ *   -EPERM    dir is a symbolic link, owned by another user than the effective uid, or writable by group or
+ *             others, or an identity file is a symbolic link or not a regular file
  *   -ENOENT, -ENOTDIR   dir does not exist or is not a directory
+ *   -EKEYREJECTED, -EBADMSG, -EPROTONOSUPPORT, -EFBIG
+ *             without IDENTITY_SAVE_FORCE: the current "identity" does not open with this KEK and role
+ *             (wrong KEK, other role, altered), is damaged or no identity, is from a newer version, or
+ *             is too large (as identity_store_load() would say); nothing was changed
  *   other negative errnos from the file system or the envelope. */
 int identity_store_save(const char *dir, SpiffeRole role, const uint8_t kek[static KEK_SIZE],
-                        const AgentIdentity *i, const char **ret_reason);
+                        const AgentIdentity *i, IdentitySaveFlags flags, const char **ret_reason);
 
 /* Loads and opens "<dir>/identity". Never modifies or deletes anything. Errors, each with a static
  * *ret_reason (may be NULL, set on failure; never holds key material):
@@ -106,8 +123,8 @@ int identity_store_save(const char *dir, SpiffeRole role, const uint8_t kek[stat
  *                      does not parse (see identity_parse())
  *   -EPROTONOSUPPORT   written by a newer version (envelope or identity format)
  *   -EFBIG             larger than IDENTITY_FILE_MAX
- *   -EPERM             dir is a symbolic link or writable by group or others; the file is a symbolic
- *                      link or not a regular file
+ *   -EPERM             dir is a symbolic link, owned by another user than the effective uid, or
+ *                      writable by group or others; the file is a symbolic link or not a regular file
  *   -ENOTDIR           dir is not a directory
  * On success *ret (release with agent_identity_done()) is filled; untouched on failure. */
 int identity_store_load(const char *dir, SpiffeRole role, const uint8_t kek[static KEK_SIZE],

@@ -249,6 +249,46 @@ static int write_named_tmp(int dfd, const char *base, const void *data, size_t s
         return r;
 }
 
+static bool file_name_is_valid(const char *name) {
+        return !isempty(name) && !strchr(name, '/') && !streq(name, ".") && !streq(name, "..") &&
+                strlen(name) <= NAME_MAX;
+}
+
+int write_file_atomic_at(int dir_fd, const char *name, const void *data, size_t size, mode_t mode,
+                         WriteFileFlags flags) {
+        _cleanup_close_ int cwd_fd = -EBADF;
+        bool replace = !(flags & WRITE_FILE_NOREPLACE);
+        int r;
+
+        assert(dir_fd >= 0 || dir_fd == AT_FDCWD);
+        assert(data || size == 0);
+
+        if (!file_name_is_valid(name) || (mode & ~07777) != 0 || (flags & ~WRITE_FILE_NOREPLACE) != 0)
+                return -EINVAL;
+
+        /* The directory must be synced below, and AT_FDCWD is no fd to fsync(). */
+        if (dir_fd == AT_FDCWD) {
+                cwd_fd = open(".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+                if (cwd_fd < 0)
+                        return -errno;
+                dir_fd = cwd_fd;
+        }
+
+        r = write_tmpfile(dir_fd, name, data, size, mode, replace);
+        if (r == -EOPNOTSUPP) {
+                log_debug("O_TMPFILE not usable for '%s', falling back to a named temporary file.", name);
+                r = write_named_tmp(dir_fd, name, data, size, mode, replace);
+        }
+        if (r < 0)
+                return r;
+
+        /* The rename is durable only once the directory entry is on disk. A failure here comes after the
+         * replacement: name already holds the new content, it is just not known to survive a power loss. */
+        if (fsync(dir_fd) < 0)
+                return -errno;
+        return 0;
+}
+
 int write_file_atomic(const char *path, const void *data, size_t size, mode_t mode) {
         return write_file_atomic_full(path, data, size, mode, 0);
 }
@@ -257,17 +297,13 @@ int write_file_atomic_full(const char *path, const void *data, size_t size, mode
         _cleanup_free_ char *dir = NULL;
         _cleanup_close_ int dfd = -EBADF;
         const char *base, *slash;
-        int r;
 
         assert(path);
-        assert(data || size == 0);
 
-        if ((mode & ~07777) != 0)
-                return -EINVAL;
-
+        /* Bad arguments are refused before the directory is looked up, so they never read as ENOENT. */
         slash = strrchr(path, '/');
         base = slash ? slash + 1 : path;
-        if (isempty(base) || streq(base, ".") || streq(base, "..") || strlen(base) > NAME_MAX)
+        if (!file_name_is_valid(base) || (mode & ~07777) != 0)
                 return -EINVAL;
         if (!slash)
                 dir = strdup(".");
@@ -282,17 +318,5 @@ int write_file_atomic_full(const char *path, const void *data, size_t size, mode
         if (dfd < 0)
                 return -errno;
 
-        r = write_tmpfile(dfd, base, data, size, mode, !(flags & WRITE_FILE_NOREPLACE));
-        if (r == -EOPNOTSUPP) {
-                log_debug("O_TMPFILE not usable in '%s', falling back to a named temporary file.", dir);
-                r = write_named_tmp(dfd, base, data, size, mode, !(flags & WRITE_FILE_NOREPLACE));
-        }
-        if (r < 0)
-                return r;
-
-        /* The rename is durable only once the directory entry is on disk. A failure here comes after the
-         * replacement: path already holds the new content, it is just not known to survive a power loss. */
-        if (fsync(dfd) < 0)
-                return -errno;
-        return 0;
+        return write_file_atomic_at(dfd, base, data, size, mode, flags);
 }

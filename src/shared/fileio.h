@@ -20,17 +20,23 @@ int read_full_file(const char *path, size_t max_size, char **ret, size_t *ret_si
  * erase_and_free(buf, size) or erase_and_free_string(). */
 int read_full_file_secret(const char *path, size_t max_size, char **ret, size_t *ret_size);
 
-/* Replaces path with data atomically: writes a temporary file in the same directory (O_TMPFILE when the
- * file system supports it, else a hidden file created relative to the directory fd), sets mode with fchmod()
- * before any data is written, writes everything, fsync()s, renames it over path and fsync()s the directory.
- * On failure before the rename the temporary file is removed and path is left as it was; only a failure of
- * the final directory fsync() comes after the replacement (path then holds the new content, not yet known
- * to be durable). A crash at any point leaves the old or the new content. */
-int write_file_atomic(const char *path, const void *data, size_t size, mode_t mode);
-
 typedef enum WriteFileFlags {
         WRITE_FILE_NOREPLACE = 1 << 0, /* create only: -EEXIST if anything (even a dangling symlink) is at path,
                                         * decided atomically by the kernel, never by an earlier check */
 } WriteFileFlags;
 
+/* Replaces name (one path component, no '/') in the directory dir_fd (or AT_FDCWD) with data atomically,
+ * resolving nothing by path: writes a temporary file in that directory (O_TMPFILE when the file system
+ * supports it, else a hidden file created relative to dir_fd), sets mode with fchmod() before any data is
+ * written, writes everything, fsync()s, renames it over name and fsync()s dir_fd. A symbolic link at name is
+ * never followed: the rename replaces the link itself and its target is left untouched (with
+ * WRITE_FILE_NOREPLACE the link counts as existing: -EEXIST). On failure before the rename the temporary
+ * file is removed and name is left as it was; only a failure of the final directory fsync() comes after the
+ * replacement (name then holds the new content, not yet known to be durable). A crash at any point leaves
+ * the old or the new content. -EINVAL for a bad name, mode or flag. */
+int write_file_atomic_at(int dir_fd, const char *name, const void *data, size_t size, mode_t mode,
+                         WriteFileFlags flags);
+
+/* The same for a path: opens its directory and calls write_file_atomic_at() on its last component. */
 int write_file_atomic_full(const char *path, const void *data, size_t size, mode_t mode, WriteFileFlags flags);
+int write_file_atomic(const char *path, const void *data, size_t size, mode_t mode);

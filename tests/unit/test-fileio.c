@@ -2,6 +2,7 @@
 
 #include <dirent.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <signal.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
@@ -333,4 +334,125 @@ TEST(write_noreplace_creates_only) {
         ASSERT_OK(read_full_file(path, 0, &c, &n));
         ASSERT_STREQ(c, "second");
         free(c);
+}
+
+/* ---- write_file_atomic_at() ---- */
+
+static int open_dir(const char *path) {
+        int fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+
+        ASSERT_TRUE(fd >= 0);
+        return fd;
+}
+
+TEST(write_at_creates_and_replaces) {
+        _cleanup_close_ int dfd = open_dir(test_tmpdir());
+        struct stat before, after;
+
+        ASSERT_OK(write_file_atomic_at(dfd, "f", "one", 3, 0640, 0));
+        assert_file(tmp_path("f"), "one", 0640);
+        ASSERT_TRUE(stat(tmp_path("f"), &before) == 0);
+        ASSERT_OK(write_file_atomic_at(dfd, "f", "two", 3, 0600, 0));
+        assert_file(tmp_path("f"), "two", 0600);
+        ASSERT_TRUE(stat(tmp_path("f"), &after) == 0);
+        ASSERT_TRUE(before.st_ino != after.st_ino);
+        ASSERT_ERROR(write_file_atomic_at(dfd, "f", "three", 5, 0600, WRITE_FILE_NOREPLACE), EEXIST);
+        assert_file(tmp_path("f"), "two", 0600);
+        ASSERT_OK(write_file_atomic_at(dfd, "g", "new", 3, 0600, WRITE_FILE_NOREPLACE));
+        assert_file(tmp_path("g"), "new", 0600);
+        /* No temporary file left behind. */
+        ASSERT_STREQ(dir_listing(test_tmpdir()), "f,g");
+}
+
+/* The directory is the one the fd refers to, whatever its path has become meanwhile: a directory renamed
+ * away and another one put in its place does not redirect the write. */
+TEST(write_at_follows_the_fd_not_the_path) {
+        const char *dir = tmp_path("state"), *moved = tmp_path("moved");
+        _cleanup_close_ int dfd = -EBADF;
+
+        ASSERT_TRUE(mkdir(dir, 0700) == 0);
+        dfd = open_dir(dir);
+        ASSERT_TRUE(rename(dir, moved) == 0);
+        ASSERT_TRUE(mkdir(dir, 0700) == 0);
+
+        ASSERT_OK(write_file_atomic_at(dfd, "id", "secret", 6, 0600, 0));
+        assert_file(tmp_path("moved/id"), "secret", 0600);
+        ASSERT_STREQ(dir_listing(dir), "");
+}
+
+/* A symbolic link at the name is replaced itself, never followed: its target keeps its content. */
+TEST(write_at_symlink_replaced_not_followed) {
+        _cleanup_close_ int dfd = -EBADF;
+        const char *dir = tmp_path("d"), *victim = tmp_path("victim");
+        struct stat st;
+        char link[512];
+
+        ASSERT_TRUE(mkdir(dir, 0700) == 0);
+        dfd = open_dir(dir);
+        put(victim, "precious", 8);
+        snprintf(link, sizeof(link), "%s/name", dir);
+        ASSERT_TRUE(symlink(victim, link) == 0);
+
+        /* Create-only counts the link as existing, dangling or not. */
+        ASSERT_ERROR(write_file_atomic_at(dfd, "name", "evil", 4, 0600, WRITE_FILE_NOREPLACE), EEXIST);
+        ASSERT_TRUE(lstat(link, &st) == 0);
+        ASSERT_TRUE(S_ISLNK(st.st_mode));
+
+        ASSERT_OK(write_file_atomic_at(dfd, "name", "new", 3, 0600, 0));
+        ASSERT_TRUE(lstat(link, &st) == 0);
+        ASSERT_TRUE(S_ISREG(st.st_mode));
+        assert_file(link, "new", 0600);
+        assert_file(victim, "precious", 0644);
+        ASSERT_STREQ(dir_listing(dir), "name");
+}
+
+TEST(write_at_cwd) {
+        ASSERT_TRUE(chdir(test_tmpdir()) == 0);
+        ASSERT_OK(write_file_atomic_at(AT_FDCWD, "here", "h", 1, 0600, 0));
+        assert_file(tmp_path("here"), "h", 0600);
+}
+
+TEST(write_at_refuses_bad_arguments) {
+        _cleanup_close_ int dfd = open_dir(test_tmpdir());
+        char longest[NAME_MAX + 2];
+        static const struct {
+                const char *name;
+                mode_t mode;
+                WriteFileFlags flags;
+        } table[] = {
+                { "", 0600, 0 },
+                { ".", 0600, 0 },
+                { "..", 0600, 0 },
+                { "sub/file", 0600, 0 },
+                { "/abs", 0600, 0 },
+                { "trailing/", 0600, 0 },
+                { "<too long>", 0600, 0 },
+                { "ok", 010000, 0 },
+                { "ok", 0600, 1 << 7 },
+        };
+
+        memset(longest, 'n', sizeof(longest) - 1);
+        longest[sizeof(longest) - 1] = '\0';
+        ASSERT_TRUE(mkdir(tmp_path("sub"), 0700) == 0);
+        for (size_t k = 0; k < ELEMENTSOF(table); k++) {
+                const char *name = streq(table[k].name, "<too long>") ? longest : table[k].name;
+
+                CASE("'%s' mode %04o flags %d", table[k].name, (unsigned) table[k].mode,
+                     (int) table[k].flags);
+                ASSERT_ERROR(write_file_atomic_at(dfd, name, "a", 1, table[k].mode, table[k].flags), EINVAL);
+        }
+        ASSERT_STREQ(dir_listing(test_tmpdir()), "sub");
+        ASSERT_STREQ(dir_listing(tmp_path("sub")), "");
+
+        /* The longest name is fine. */
+        longest[NAME_MAX] = '\0';
+        ASSERT_OK(write_file_atomic_at(dfd, longest, "a", 1, 0600, 0));
+
+        /* An fd that is not a directory. */
+        {
+                _cleanup_close_ int fd = open(tmp_path(longest), O_RDONLY | O_CLOEXEC);
+
+                ASSERT_TRUE(fd >= 0);
+                ASSERT_ERROR(write_file_atomic_at(fd, "x", "a", 1, 0600, 0), ENOTDIR);
+        }
 }

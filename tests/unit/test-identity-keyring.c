@@ -1,8 +1,13 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 
+#include <fcntl.h>
 #include <keyutils.h>
+#include <stdbool.h>
+#include <stdlib.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "identity-keyring.h"
@@ -235,4 +240,161 @@ TEST(free_null) {
         ASSERT_NULL(keyring_secret_free(NULL));
         ASSERT_FALSE(keyring_secret_in_kernel(NULL));
         ASSERT_UEQ(keyring_secret_size(NULL), 0);
+}
+
+/* ---- lifetime: process keyring and timeout ---- */
+
+static void write_exact(int fd, const void *p, size_t n) {
+        ASSERT_EQ(write(fd, p, n), (ssize_t) n);
+}
+
+static void read_exact(int fd, void *p, size_t n) {
+        ASSERT_EQ(read(fd, p, n), (ssize_t) n);
+}
+
+/* keyctl_read() of serial fails; returns its errno. */
+static int read_errno(int serial) {
+        char buf[64];
+
+        errno = 0;
+        ASSERT_TRUE(keyctl_read(serial, buf, sizeof(buf)) < 0);
+        return errno;
+}
+
+/* A process that dies without freeing its secret leaves nothing in any keyring: the key was linked into
+ * its process keyring only. While it lives, another process of the same user (the parent, which shares
+ * the session keyring) cannot read it (EACCES: it exists but is not possessed); once it is dead the key is
+ * garbage-collected (ENOKEY). A key in the session keyring would be readable by the parent throughout. */
+TEST(kernel_key_dies_with_process) {
+        int to_parent[2], to_child[2], serial = 0, status, e = 0;
+        char go = 'x';
+        pid_t pid;
+
+        keyring_secret_free(new_kernel_secret("ztna-probe", "x", 1));
+        ASSERT_OK(pipe2(to_parent, O_CLOEXEC));
+        ASSERT_OK(pipe2(to_child, O_CLOEXEC));
+
+        pid = fork();
+        ASSERT_TRUE(pid >= 0);
+        if (pid == 0) {
+                KeyringSecret *s = NULL;
+                int r;
+
+                /* Only the parent's ends stay open there, so either side sees EOF if the other dies. */
+                close(to_parent[0]);
+                close(to_child[1]);
+                r = keyring_secret_new("ztna-crash", secret_text, sizeof(secret_text) - 1, 0, &s);
+                serial = r == KEYRING_MODE_KERNEL ? keyring_secret_serial(s) : -1;
+                if (write(to_parent[1], &serial, sizeof(serial)) != sizeof(serial))
+                        _exit(2);
+                /* Hold the key until the parent has looked, then die without freeing it. */
+                if (read(to_child[0], &go, 1) != 1)
+                        _exit(3);
+                _exit(0);
+        }
+
+        close(to_parent[1]);
+        close(to_child[0]);
+        read_exact(to_parent[0], &serial, sizeof(serial));
+        ASSERT_GT(serial, 0);
+        ASSERT_EQ(read_errno(serial), EACCES);
+
+        write_exact(to_child[1], &go, 1);
+        ASSERT_EQ(waitpid(pid, &status, 0), pid);
+        ASSERT_TRUE(WIFEXITED(status));
+        ASSERT_EQ(WEXITSTATUS(status), 0);
+
+        /* The kernel collects the dead process's keyring and its keys asynchronously, promptly. */
+        for (unsigned k = 0; k < 500; k++) {
+                e = read_errno(serial);
+                if (e == ENOKEY)
+                        break;
+                ASSERT_EQ(e, EACCES);
+                (void) usleep(10 * USEC_PER_MSEC);
+        }
+        ASSERT_EQ(e, ENOKEY);
+        close(to_parent[0]);
+        close(to_child[1]);
+}
+
+/* Whether keyring ring links serial (a keyring reads as its array of serials). */
+static bool keyring_links(key_serial_t ring, key_serial_t serial) {
+        void *list = NULL;
+        bool found = false;
+        long n;
+
+        n = keyctl_read_alloc(ring, &list);
+        ASSERT_GE(n, 0);
+        for (long k = 0; k < n / (long) sizeof(key_serial_t); k++)
+                if (((key_serial_t *) list)[k] == serial)
+                        found = true;
+        free(list);
+        return found;
+}
+
+/* The key is in the process keyring, not the session keyring. */
+TEST(kernel_key_in_process_keyring) {
+        _cleanup_(keyring_secret_freep) KeyringSecret *s = NULL;
+        key_serial_t process, session;
+
+        s = new_kernel_secret("ztna-where", "x", 1);
+        process = keyctl_get_keyring_ID(KEY_SPEC_PROCESS_KEYRING, 0);
+        ASSERT_GT(process, 0);
+        ASSERT_TRUE(keyring_links(process, keyring_secret_serial(s)));
+        session = keyctl_get_keyring_ID(KEY_SPEC_SESSION_KEYRING, 0);
+        if (session > 0)
+                ASSERT_FALSE(keyring_links(session, keyring_secret_serial(s)));
+}
+
+static void sleep_usec(usec_t t) {
+        struct timespec ts = { .tv_sec = (time_t) (t / USEC_PER_SEC),
+                               .tv_nsec = (long) (t % USEC_PER_SEC) * 1000 };
+
+        while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
+                ;
+}
+
+TEST(timeout_expires) {
+        static const KeyringFlags flags[] = { 0, KEYRING_FORCE_MEMORY };
+        KeyringSecret *s[ELEMENTSOF(flags)] = {};
+        _cleanup_(keyring_secret_freep) KeyringSecret *forever = NULL;
+        uint8_t *buf = NULL;
+        size_t n = 0;
+
+        /* 1 µs rounds up to a whole second: readable at once, expired after it. */
+        for (size_t f = 0; f < ELEMENTSOF(flags); f++) {
+                CASE("flags %d", (int) flags[f]);
+                ASSERT_OK(keyring_secret_new_full("ztna-timeout", secret_text, sizeof(secret_text) - 1, flags[f],
+                                                  1, &s[f]));
+                assert_reads(s[f], secret_text, sizeof(secret_text) - 1);
+        }
+        ASSERT_OK(keyring_secret_new_full("ztna-forever", "x", 1, 0, USEC_INFINITY, &forever));
+
+        sleep_usec(2100 * USEC_PER_MSEC);
+        for (size_t f = 0; f < ELEMENTSOF(flags); f++) {
+                CASE("flags %d, expired", (int) flags[f]);
+                buf = (uint8_t *) 0x1;
+                ASSERT_ERROR(keyring_secret_read(s[f], &buf, &n), EKEYEXPIRED);
+                ASSERT_TRUE(buf == (uint8_t *) 0x1);
+                s[f] = keyring_secret_free(s[f]);
+        }
+        assert_reads(forever, "x", 1);
+}
+
+TEST(timeout_limits) {
+        static const KeyringFlags flags[] = { 0, KEYRING_FORCE_MEMORY };
+
+        for (size_t f = 0; f < ELEMENTSOF(flags); f++) {
+                KeyringSecret *s = (KeyringSecret *) 0x1;
+
+                CASE("flags %d", (int) flags[f]);
+                ASSERT_ERROR(keyring_secret_new_full("ztna-t", "x", 1, flags[f], KEYRING_TIMEOUT_MAX + 1, &s),
+                             ERANGE);
+                ASSERT_ERROR(keyring_secret_new_full("ztna-t", "x", 1, flags[f], USEC_INFINITY - 1, &s),
+                             ERANGE);
+                ASSERT_TRUE(s == (KeyringSecret *) 0x1);
+                ASSERT_OK(keyring_secret_new_full("ztna-t", "x", 1, flags[f], KEYRING_TIMEOUT_MAX, &s));
+                assert_reads(s, "x", 1);
+                keyring_secret_free(s);
+        }
 }

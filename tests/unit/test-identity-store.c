@@ -2,6 +2,7 @@
 
 #include <dirent.h>
 #include <fcntl.h>
+#include <inttypes.h>
 #include <signal.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -560,7 +561,7 @@ TEST(store_roundtrip) {
                 ASSERT_TRUE(asprintf(&dir, "%s/%zu", test_tmpdir(), r) > 0);
                 ASSERT_OK(mkdir(dir, 0755));
                 make_identity(&a, roles[r], true);
-                ASSERT_OK(identity_store_save(dir, roles[r], kek_a, &a, NULL));
+                ASSERT_OK(identity_store_save(dir, roles[r], kek_a, &a, 0, NULL));
                 ASSERT_OK(lstat(join(dir, "identity"), &st));
                 ASSERT_TRUE(S_ISREG(st.st_mode));
                 ASSERT_EQ(st.st_mode & 07777, 0600);
@@ -593,7 +594,7 @@ TEST(store_no_key_material_in_clear) {
         scalar += 5;
         ASSERT_TRUE(scalar + 32 <= a.key.data + a.key.size);
 
-        ASSERT_OK(identity_store_save(dir, SPIFFE_ROLE_CONNECTOR, kek_a, &a, NULL));
+        ASSERT_OK(identity_store_save(dir, SPIFFE_ROLE_CONNECTOR, kek_a, &a, 0, NULL));
         file = file_bytes(join(dir, "identity"), &n);
         ASSERT_GT(n, a.key.size);
 
@@ -619,7 +620,7 @@ TEST(store_bit_flip_anywhere) {
 
         snprintf(path, sizeof(path), "%s/identity", dir);
         make_identity(&a, SPIFFE_ROLE_TUNNELER, false);
-        ASSERT_OK(identity_store_save(dir, SPIFFE_ROLE_TUNNELER, kek_a, &a, NULL));
+        ASSERT_OK(identity_store_save(dir, SPIFFE_ROLE_TUNNELER, kek_a, &a, 0, NULL));
         orig = file_bytes(path, &n);
 
         for (size_t off = 0; off < n; off++) {
@@ -664,7 +665,7 @@ TEST(store_truncated) {
 
         snprintf(path, sizeof(path), "%s/identity", dir);
         make_identity(&a, SPIFFE_ROLE_TUNNELER, false);
-        ASSERT_OK(identity_store_save(dir, SPIFFE_ROLE_TUNNELER, kek_a, &a, NULL));
+        ASSERT_OK(identity_store_save(dir, SPIFFE_ROLE_TUNNELER, kek_a, &a, 0, NULL));
         orig = file_bytes(path, &n);
         for (size_t k = 0; k < n; k++) {
                 AgentIdentity b = {};
@@ -704,8 +705,8 @@ TEST(store_wrong_kek_and_role) {
         ASSERT_OK(mkdir(dir_t, 0700));
         make_identity(&c, SPIFFE_ROLE_CONNECTOR, false);
         make_identity(&t, SPIFFE_ROLE_TUNNELER, false);
-        ASSERT_OK(identity_store_save(dir_c, SPIFFE_ROLE_CONNECTOR, kek_a, &c, NULL));
-        ASSERT_OK(identity_store_save(dir_t, SPIFFE_ROLE_TUNNELER, kek_a, &t, NULL));
+        ASSERT_OK(identity_store_save(dir_c, SPIFFE_ROLE_CONNECTOR, kek_a, &c, 0, NULL));
+        ASSERT_OK(identity_store_save(dir_t, SPIFFE_ROLE_TUNNELER, kek_a, &t, 0, NULL));
 
         for (size_t k = 0; k < ELEMENTSOF(table); k++) {
                 AgentIdentity b = {};
@@ -749,8 +750,9 @@ TEST(store_foreign_files) {
         test_write_file(path, "", 0);
         ASSERT_ERROR(identity_store_load(dir, SPIFFE_ROLE_CONNECTOR, kek_a, &b, &reason), EBADMSG);
 
-        /* A newer envelope version. */
-        ASSERT_OK(identity_store_save(dir, SPIFFE_ROLE_CONNECTOR, kek_a, &a, NULL));
+        /* A newer envelope version. (The empty file would not be replaced without force.) */
+        ASSERT_OK(unlink(path));
+        ASSERT_OK(identity_store_save(dir, SPIFFE_ROLE_CONNECTOR, kek_a, &a, 0, NULL));
         sealed = file_bytes(path, &n);
         sealed[ENVELOPE_MAGIC_SIZE] = ENVELOPE_VERSION + 1;
         test_write_file(path, sealed, n);
@@ -790,16 +792,16 @@ TEST(store_previous_commit_rollback) {
         ASSERT_EQ(identity_store_commit(dir, NULL), -ENOENT);
         ASSERT_ERROR(identity_store_rollback(dir, NULL), ENOENT);
 
-        ASSERT_OK(identity_store_save(dir, SPIFFE_ROLE_TUNNELER, kek_a, &v1, NULL));
+        ASSERT_OK(identity_store_save(dir, SPIFFE_ROLE_TUNNELER, kek_a, &v1, 0, NULL));
         ASSERT_EQ(ASSERT_OK(identity_store_commit(dir, NULL)), 0);
 
         /* Save twice: the previous holds the first version. */
-        ASSERT_OK(identity_store_save(dir, SPIFFE_ROLE_TUNNELER, kek_a, &v2, NULL));
+        ASSERT_OK(identity_store_save(dir, SPIFFE_ROLE_TUNNELER, kek_a, &v2, 0, NULL));
         EXPECT("current", identity_store_load, v2);
         EXPECT("previous", identity_store_load_previous, v1);
 
         /* A third save before the second is proven keeps the last proven one as previous. */
-        ASSERT_OK(identity_store_save(dir, SPIFFE_ROLE_TUNNELER, kek_a, &v3, NULL));
+        ASSERT_OK(identity_store_save(dir, SPIFFE_ROLE_TUNNELER, kek_a, &v3, 0, NULL));
         EXPECT("current", identity_store_load, v3);
         EXPECT("previous", identity_store_load_previous, v1);
 
@@ -810,7 +812,7 @@ TEST(store_previous_commit_rollback) {
         ASSERT_ERROR(identity_store_rollback(dir, NULL), ENOENT);
 
         /* Commit removes the previous (1), a second commit has nothing to do (0). */
-        ASSERT_OK(identity_store_save(dir, SPIFFE_ROLE_TUNNELER, kek_a, &v2, NULL));
+        ASSERT_OK(identity_store_save(dir, SPIFFE_ROLE_TUNNELER, kek_a, &v2, 0, NULL));
         ASSERT_TRUE(exists(join(dir, "identity.previous")));
         ASSERT_EQ(ASSERT_OK(identity_store_commit(dir, NULL)), 1);
         ASSERT_FALSE(exists(join(dir, "identity.previous")));
@@ -820,7 +822,7 @@ TEST(store_previous_commit_rollback) {
                      ENOENT);
 
         /* Commit refuses to leave nothing behind. */
-        ASSERT_OK(identity_store_save(dir, SPIFFE_ROLE_TUNNELER, kek_a, &v3, NULL));
+        ASSERT_OK(identity_store_save(dir, SPIFFE_ROLE_TUNNELER, kek_a, &v3, 0, NULL));
         ASSERT_OK(unlink(join(dir, "identity")));
         ASSERT_ERROR(identity_store_commit(dir, NULL), ENOENT);
         ASSERT_TRUE(exists(join(dir, "identity.previous")));
@@ -836,7 +838,7 @@ TEST(store_crash_anywhere) {
 
         make_identity(&a, SPIFFE_ROLE_CONNECTOR, false);
         a.not_after = 1;
-        ASSERT_OK(identity_store_save(dir, SPIFFE_ROLE_CONNECTOR, kek_a, &a, NULL));
+        ASSERT_OK(identity_store_save(dir, SPIFFE_ROLE_CONNECTOR, kek_a, &a, 0, NULL));
 
         for (unsigned round = 0; round < 60; round++) {
                 _cleanup_(agent_identity_done) AgentIdentity cur = {}, prev = {};
@@ -849,7 +851,7 @@ TEST(store_crash_anywhere) {
                 if (pid == 0) {
                         for (usec_t v = 2;; v++) {
                                 a.not_after = v;
-                                if (identity_store_save(dir, SPIFFE_ROLE_CONNECTOR, kek_a, &a, NULL) < 0)
+                                if (identity_store_save(dir, SPIFFE_ROLE_CONNECTOR, kek_a, &a, 0, NULL) < 0)
                                         _exit(1);
                                 if (v % 3 == 0 && identity_store_commit(dir, NULL) < 0)
                                         _exit(2);
@@ -885,10 +887,10 @@ TEST(store_refuses_unsafe_paths) {
 
         /* A symlinked state directory. */
         ASSERT_OK(symlink(dir, link));
-        ASSERT_ERROR(identity_store_save(link, SPIFFE_ROLE_CONNECTOR, kek_a, &a, &reason), EPERM);
+        ASSERT_ERROR(identity_store_save(link, SPIFFE_ROLE_CONNECTOR, kek_a, &a, 0, &reason), EPERM);
         ASSERT_STRSTR(reason, "state directory is a symbolic link");
         ASSERT_FALSE(exists(join(dir, "identity")));
-        ASSERT_OK(identity_store_save(dir, SPIFFE_ROLE_CONNECTOR, kek_a, &a, NULL));
+        ASSERT_OK(identity_store_save(dir, SPIFFE_ROLE_CONNECTOR, kek_a, &a, 0, NULL));
         ASSERT_ERROR(identity_store_load(link, SPIFFE_ROLE_CONNECTOR, kek_a, &b, &reason), EPERM);
         ASSERT_STRSTR(reason, "symbolic link");
         ASSERT_ERROR(identity_store_commit(link, &reason), EPERM);
@@ -900,7 +902,7 @@ TEST(store_refuses_unsafe_paths) {
                 ASSERT_OK(chmod(dir, bad_modes[k]));
                 ASSERT_ERROR(identity_store_load(dir, SPIFFE_ROLE_CONNECTOR, kek_a, &b, &reason), EPERM);
                 ASSERT_STRSTR(reason, "writable by group or others");
-                ASSERT_ERROR(identity_store_save(dir, SPIFFE_ROLE_CONNECTOR, kek_a, &a, &reason), EPERM);
+                ASSERT_ERROR(identity_store_save(dir, SPIFFE_ROLE_CONNECTOR, kek_a, &a, 0, &reason), EPERM);
                 ASSERT_FALSE(exists(join(dir, "identity.previous")));
         }
         for (size_t k = 0; k < ELEMENTSOF(good_modes); k++) {
@@ -916,7 +918,7 @@ TEST(store_refuses_unsafe_paths) {
         ASSERT_OK(symlink(other, join(dir, "identity")));
         ASSERT_ERROR(identity_store_load(dir, SPIFFE_ROLE_CONNECTOR, kek_a, &b, &reason), EPERM);
         ASSERT_STRSTR(reason, "identity file is a symbolic link");
-        ASSERT_ERROR(identity_store_save(dir, SPIFFE_ROLE_CONNECTOR, kek_a, &a, &reason), EPERM);
+        ASSERT_ERROR(identity_store_save(dir, SPIFFE_ROLE_CONNECTOR, kek_a, &a, 0, &reason), EPERM);
         ASSERT_STRSTR(reason, "identity file is a symbolic link");
         ASSERT_ERROR(identity_store_commit(dir, &reason), EPERM);
         ASSERT_OK(unlink(join(dir, "identity")));
@@ -931,7 +933,7 @@ TEST(store_refuses_unsafe_paths) {
         ASSERT_OK(mkdir(join(dir, "identity"), 0700));
         ASSERT_ERROR(identity_store_load(dir, SPIFFE_ROLE_CONNECTOR, kek_a, &b, &reason), EPERM);
         ASSERT_STRSTR(reason, "not a regular file");
-        ASSERT_ERROR(identity_store_save(dir, SPIFFE_ROLE_CONNECTOR, kek_a, &a, &reason), EPERM);
+        ASSERT_ERROR(identity_store_save(dir, SPIFFE_ROLE_CONNECTOR, kek_a, &a, 0, &reason), EPERM);
         ASSERT_OK(rmdir(join(dir, "identity")));
         ASSERT_OK(mkfifo(join(dir, "identity"), 0600));
         ASSERT_ERROR(identity_store_load(dir, SPIFFE_ROLE_CONNECTOR, kek_a, &b, &reason), EPERM);
@@ -940,7 +942,7 @@ TEST(store_refuses_unsafe_paths) {
 
         /* Missing directory, and a file where the directory should be. */
         ASSERT_ERROR(identity_store_load(join(dir, "nope"), SPIFFE_ROLE_CONNECTOR, kek_a, &b, &reason), ENOENT);
-        ASSERT_ERROR(identity_store_save(other, SPIFFE_ROLE_CONNECTOR, kek_a, &a, &reason), ENOTDIR);
+        ASSERT_ERROR(identity_store_save(other, SPIFFE_ROLE_CONNECTOR, kek_a, &a, 0, &reason), ENOTDIR);
         ASSERT_STRSTR(reason, "not a directory");
 }
 
@@ -950,13 +952,294 @@ TEST(store_save_refuses_before_touching) {
         const char *reason = NULL;
 
         make_identity(&a, SPIFFE_ROLE_CONNECTOR, false);
-        ASSERT_ERROR(identity_store_save(dir, SPIFFE_ROLE_TUNNELER, kek_a, &a, &reason), EINVAL);
+        ASSERT_ERROR(identity_store_save(dir, SPIFFE_ROLE_TUNNELER, kek_a, &a, 0, &reason), EINVAL);
         ASSERT_STRSTR(reason, "another role");
-        ASSERT_ERROR(identity_store_save(dir, SPIFFE_ROLE_CONTROLLER, kek_a, &a, &reason), EINVAL);
+        ASSERT_ERROR(identity_store_save(dir, SPIFFE_ROLE_CONTROLLER, kek_a, &a, 0, &reason), EINVAL);
         a.n_bundle = 0;
-        ASSERT_ERROR(identity_store_save(dir, SPIFFE_ROLE_CONNECTOR, kek_a, &a, &reason), EINVAL);
+        ASSERT_ERROR(identity_store_save(dir, SPIFFE_ROLE_CONNECTOR, kek_a, &a, 0, &reason), EINVAL);
         ASSERT_STRSTR(reason, "no trust bundle root");
         a.n_bundle = 1;
         ASSERT_FALSE(exists(join(dir, "identity")));
-        ASSERT_ERROR(identity_store_save("", SPIFFE_ROLE_CONNECTOR, kek_a, &a, &reason), EINVAL);
+        ASSERT_ERROR(identity_store_save("", SPIFFE_ROLE_CONNECTOR, kek_a, &a, 0, &reason), EINVAL);
+}
+
+/* ---- an unreadable current file is never replaced or kept as previous silently ---- */
+
+/* Names in dir starting with IDENTITY_CORRUPT_FILE_PREFIX; the first one in *ret_first (static). */
+static unsigned corrupt_files(const char *dir, const char **ret_first) {
+        static char first[256];
+        struct dirent **list;
+        unsigned found = 0;
+        int n;
+
+        n = scandir(dir, &list, NULL, alphasort);
+        ASSERT_TRUE(n >= 0);
+        for (int k = 0; k < n; k++) {
+                if (strncmp(list[k]->d_name, IDENTITY_CORRUPT_FILE_PREFIX, STRLEN(IDENTITY_CORRUPT_FILE_PREFIX)) ==
+                    0 && found++ == 0)
+                        snprintf(first, sizeof(first), "%s", list[k]->d_name);
+                free(list[k]);
+        }
+        free(list);
+        if (ret_first)
+                *ret_first = found > 0 ? first : NULL;
+        return found;
+}
+
+typedef enum Damage {
+        DAMAGE_WRONG_KEK,
+        DAMAGE_OTHER_ROLE,
+        DAMAGE_BIT_FLIP,
+        DAMAGE_TRUNCATED,
+        DAMAGE_GARBAGE,
+        DAMAGE_EMPTY,
+        DAMAGE_PLAINTEXT,
+        DAMAGE_NEWER_VERSION,
+        DAMAGE_OVERSIZED,
+} Damage;
+
+/* Puts a current identity file into dir that does not open as a connector's under kek_a. */
+static void damage_current(const char *dir, Damage d) {
+        _cleanup_(agent_identity_done) AgentIdentity c = {}, t = {};
+        char *path = join(dir, "identity");
+        uint8_t *bytes = NULL;
+        size_t n = 0;
+        int fd;
+
+        make_identity(&c, SPIFFE_ROLE_CONNECTOR, false);
+        switch (d) {
+        case DAMAGE_WRONG_KEK:
+                ASSERT_OK(identity_store_save(dir, SPIFFE_ROLE_CONNECTOR, kek_b, &c, 0, NULL));
+                break;
+        case DAMAGE_OTHER_ROLE:
+                make_identity(&t, SPIFFE_ROLE_TUNNELER, false);
+                ASSERT_OK(identity_store_save(dir, SPIFFE_ROLE_TUNNELER, kek_a, &t, 0, NULL));
+                break;
+        case DAMAGE_BIT_FLIP:
+        case DAMAGE_TRUNCATED:
+        case DAMAGE_NEWER_VERSION:
+                ASSERT_OK(identity_store_save(dir, SPIFFE_ROLE_CONNECTOR, kek_a, &c, 0, NULL));
+                bytes = file_bytes(path, &n);
+                if (d == DAMAGE_BIT_FLIP)
+                        bytes[n / 2] ^= 0x10;
+                else if (d == DAMAGE_TRUNCATED)
+                        n -= 1;
+                else
+                        bytes[ENVELOPE_MAGIC_SIZE] = ENVELOPE_VERSION + 1;
+                test_write_file(path, bytes, n);
+                free(bytes);
+                break;
+        case DAMAGE_GARBAGE:
+                test_write_file(path, "-----BEGIN PRIVATE KEY-----\n", 28);
+                break;
+        case DAMAGE_EMPTY:
+                test_write_file(path, "", 0);
+                break;
+        case DAMAGE_PLAINTEXT:
+                ASSERT_OK(identity_serialize(&c, &bytes, &n, NULL));
+                test_write_file(path, bytes, n);
+                erase_and_free(bytes, n);
+                break;
+        case DAMAGE_OVERSIZED:
+                test_write_file(path, "", 0);
+                fd = open(path, O_WRONLY | O_CLOEXEC);
+                ASSERT_TRUE(fd >= 0);
+                ASSERT_OK(ftruncate(fd, IDENTITY_FILE_MAX + 1));
+                close(fd);
+                break;
+        }
+        /* Saving above may have kept a previous; each case starts with the damaged file alone. */
+        (void) unlink(join(dir, "identity.previous"));
+}
+
+#define OPEN_REASON "does not open with this key-encryption key and role"
+
+static const struct {
+        const char *name;
+        Damage damage;
+        int error;
+        const char *reason;
+} damage_table[] = {
+        { "wrong KEK", DAMAGE_WRONG_KEK, EKEYREJECTED, OPEN_REASON },
+        { "other role", DAMAGE_OTHER_ROLE, EKEYREJECTED, OPEN_REASON },
+        { "bit flip", DAMAGE_BIT_FLIP, EKEYREJECTED, OPEN_REASON },
+        { "truncated", DAMAGE_TRUNCATED, EKEYREJECTED, OPEN_REASON },
+        { "garbage", DAMAGE_GARBAGE, EBADMSG, "damaged or not an identity" },
+        { "empty", DAMAGE_EMPTY, EBADMSG, "damaged or not an identity" },
+        { "plaintext", DAMAGE_PLAINTEXT, EBADMSG, "damaged or not an identity" },
+        { "newer version", DAMAGE_NEWER_VERSION, EPROTONOSUPPORT, "newer version" },
+        { "oversized", DAMAGE_OVERSIZED, EFBIG, "too large" },
+};
+
+TEST(store_save_refuses_unreadable_current) {
+        _cleanup_(agent_identity_done) AgentIdentity a = {};
+
+        make_identity(&a, SPIFFE_ROLE_CONNECTOR, false);
+        for (size_t k = 0; k < ELEMENTSOF(damage_table); k++) {
+                _cleanup_free_ char *dir = NULL;
+                _cleanup_free_ uint8_t *before = NULL, *after = NULL;
+                const char *reason = NULL;
+                size_t n = 0, m = 0;
+
+                CASE("%s", damage_table[k].name);
+                ASSERT_TRUE(asprintf(&dir, "%s/%zu", test_tmpdir(), k) > 0);
+                ASSERT_OK(mkdir(dir, 0700));
+                damage_current(dir, damage_table[k].damage);
+                before = file_bytes(join(dir, "identity"), &n);
+
+                ASSERT_ERROR(identity_store_save(dir, SPIFFE_ROLE_CONNECTOR, kek_a, &a, 0, &reason),
+                             damage_table[k].error);
+                ASSERT_STRSTR(reason, damage_table[k].reason);
+                ASSERT_STRSTR(reason, "without force");
+
+                /* Nothing changed: same bytes, nothing kept as previous, nothing moved aside. */
+                after = file_bytes(join(dir, "identity"), &m);
+                ASSERT_UEQ(m, n);
+                ASSERT_MEMEQ(after, before, n);
+                ASSERT_FALSE(exists(join(dir, "identity.previous")));
+                ASSERT_EQ(corrupt_files(dir, NULL), 0U);
+        }
+}
+
+TEST(store_save_force_moves_unreadable_aside) {
+        _cleanup_(agent_identity_done) AgentIdentity a = {};
+
+        make_identity(&a, SPIFFE_ROLE_CONNECTOR, false);
+        a.not_after = 42;
+        for (size_t k = 0; k < ELEMENTSOF(damage_table); k++) {
+                _cleanup_(agent_identity_done) AgentIdentity b = {};
+                _cleanup_free_ char *dir = NULL;
+                _cleanup_free_ uint8_t *before = NULL, *aside = NULL;
+                const char *name = NULL;
+                usec_t t0, stamp;
+                size_t n = 0, m = 0;
+
+                CASE("%s", damage_table[k].name);
+                ASSERT_TRUE(asprintf(&dir, "%s/%zu", test_tmpdir(), k) > 0);
+                ASSERT_OK(mkdir(dir, 0700));
+                damage_current(dir, damage_table[k].damage);
+                before = file_bytes(join(dir, "identity"), &n);
+
+                t0 = now(CLOCK_REALTIME);
+                ASSERT_OK(identity_store_save(dir, SPIFFE_ROLE_CONNECTOR, kek_a, &a, IDENTITY_SAVE_FORCE,
+                                              NULL));
+                ASSERT_OK(identity_store_load(dir, SPIFFE_ROLE_CONNECTOR, kek_a, &b, NULL));
+                assert_identity_eq(&a, &b);
+
+                /* The unreadable file is kept, byte for byte, under a timestamped name, and not as the
+                 * previous identity (which a rollback would bring back). */
+                ASSERT_EQ(corrupt_files(dir, &name), 1U);
+                ASSERT_EQ(sscanf(name + STRLEN(IDENTITY_CORRUPT_FILE_PREFIX), "%" SCNu64, &stamp), 1);
+                ASSERT_TRUE(stamp >= t0 && stamp <= now(CLOCK_REALTIME));
+                aside = file_bytes(join(dir, name), &m);
+                ASSERT_UEQ(m, n);
+                ASSERT_MEMEQ(aside, before, n);
+                ASSERT_FALSE(exists(join(dir, "identity.previous")));
+        }
+}
+
+/* Force only acts on a file that does not open: a good current one is kept as previous as always. */
+TEST(store_save_force_keeps_good_current) {
+        _cleanup_(agent_identity_done) AgentIdentity v1 = {}, v2 = {}, p = {};
+        char *dir = state_dir();
+
+        make_identity(&v1, SPIFFE_ROLE_TUNNELER, false);
+        make_identity(&v2, SPIFFE_ROLE_TUNNELER, true);
+        v1.not_after = 1;
+        v2.not_after = 2;
+        ASSERT_OK(identity_store_save(dir, SPIFFE_ROLE_TUNNELER, kek_a, &v1, IDENTITY_SAVE_FORCE, NULL));
+        ASSERT_OK(identity_store_save(dir, SPIFFE_ROLE_TUNNELER, kek_a, &v2, IDENTITY_SAVE_FORCE, NULL));
+        ASSERT_OK(identity_store_load_previous(dir, SPIFFE_ROLE_TUNNELER, kek_a, &p, NULL));
+        assert_identity_eq(&v1, &p);
+        ASSERT_EQ(corrupt_files(dir, NULL), 0U);
+}
+
+/* An unproven current file that does not open, with a proven previous one: refused likewise; forced, the
+ * previous one stays the last proven and the damaged one is moved aside. */
+TEST(store_save_unreadable_current_with_previous) {
+        _cleanup_(agent_identity_done) AgentIdentity v1 = {}, v2 = {}, v3 = {}, p = {}, c = {};
+        _cleanup_free_ uint8_t *bytes = NULL;
+        char *dir = state_dir();
+        const char *reason = NULL;
+        size_t n = 0;
+
+        make_identity(&v1, SPIFFE_ROLE_CONNECTOR, false);
+        make_identity(&v2, SPIFFE_ROLE_CONNECTOR, false);
+        make_identity(&v3, SPIFFE_ROLE_CONNECTOR, false);
+        v1.not_after = 1;
+        v2.not_after = 2;
+        v3.not_after = 3;
+        ASSERT_OK(identity_store_save(dir, SPIFFE_ROLE_CONNECTOR, kek_a, &v1, 0, NULL));
+        ASSERT_OK(identity_store_save(dir, SPIFFE_ROLE_CONNECTOR, kek_a, &v2, 0, NULL));
+        bytes = file_bytes(join(dir, "identity"), &n);
+        bytes[n - 1] ^= 1;
+        test_write_file(join(dir, "identity"), bytes, n);
+
+        ASSERT_ERROR(identity_store_save(dir, SPIFFE_ROLE_CONNECTOR, kek_a, &v3, 0, &reason), EKEYREJECTED);
+        ASSERT_STRSTR(reason, "without force");
+        ASSERT_EQ(corrupt_files(dir, NULL), 0U);
+
+        ASSERT_OK(identity_store_save(dir, SPIFFE_ROLE_CONNECTOR, kek_a, &v3, IDENTITY_SAVE_FORCE, NULL));
+        ASSERT_EQ(corrupt_files(dir, NULL), 1U);
+        ASSERT_OK(identity_store_load(dir, SPIFFE_ROLE_CONNECTOR, kek_a, &c, NULL));
+        assert_identity_eq(&v3, &c);
+        ASSERT_OK(identity_store_load_previous(dir, SPIFFE_ROLE_CONNECTOR, kek_a, &p, NULL));
+        assert_identity_eq(&v1, &p);
+}
+
+TEST(store_save_unknown_flags) {
+        _cleanup_(agent_identity_done) AgentIdentity a = {};
+        char *dir = state_dir();
+        const char *reason = NULL;
+
+        make_identity(&a, SPIFFE_ROLE_CONNECTOR, false);
+        ASSERT_ERROR(identity_store_save(dir, SPIFFE_ROLE_CONNECTOR, kek_a, &a, 1 << 5, &reason), EINVAL);
+        ASSERT_STRSTR(reason, "unknown flags");
+        ASSERT_FALSE(exists(join(dir, "identity")));
+}
+
+/* ---- the state directory must be ours ---- */
+
+TEST(store_dir_owned_by_another_user) {
+        _cleanup_(agent_identity_done) AgentIdentity a = {};
+        AgentIdentity b = { .id = (char *) "sentinel" };
+        char *dir = state_dir();
+        const char *reason = NULL;
+        struct stat st;
+
+        make_identity(&a, SPIFFE_ROLE_CONNECTOR, false);
+        ASSERT_OK(identity_store_save(dir, SPIFFE_ROLE_CONNECTOR, kek_a, &a, 0, NULL));
+        ASSERT_OK(identity_store_save(dir, SPIFFE_ROLE_CONNECTOR, kek_a, &a, 0, NULL));
+        ASSERT_TRUE(exists(join(dir, "identity.previous")));
+
+        if (geteuid() != 0) {
+                /* Unprivileged, a directory of root's stands in for another user's. */
+                ASSERT_OK(stat("/", &st));
+                if (st.st_uid == geteuid() || (st.st_mode & (S_IWGRP | S_IWOTH)))
+                        test_skip("needs root, or a root-owned \"/\" not writable by others");
+                ASSERT_ERROR(identity_store_load("/", SPIFFE_ROLE_CONNECTOR, kek_a, &b, &reason), EPERM);
+                ASSERT_STRSTR(reason, "owned by another user");
+                ASSERT_ERROR(identity_store_save("/", SPIFFE_ROLE_CONNECTOR, kek_a, &a, 0, &reason), EPERM);
+                ASSERT_STRSTR(reason, "owned by another user");
+                return;
+        }
+
+        /* As root, a directory of nobody's: its owner could have put any identity there. */
+        ASSERT_OK(chown(dir, 65534, 65534));
+        ASSERT_ERROR(identity_store_load(dir, SPIFFE_ROLE_CONNECTOR, kek_a, &b, &reason), EPERM);
+        ASSERT_STRSTR(reason, "state directory is owned by another user");
+        ASSERT_STREQ(b.id, "sentinel");
+        ASSERT_ERROR(identity_store_load_previous(dir, SPIFFE_ROLE_CONNECTOR, kek_a, &b, &reason), EPERM);
+        ASSERT_ERROR(identity_store_save(dir, SPIFFE_ROLE_CONNECTOR, kek_a, &a, IDENTITY_SAVE_FORCE, &reason),
+                     EPERM);
+        ASSERT_STRSTR(reason, "owned by another user");
+        ASSERT_ERROR(identity_store_commit(dir, &reason), EPERM);
+        ASSERT_ERROR(identity_store_rollback(dir, &reason), EPERM);
+        ASSERT_TRUE(exists(join(dir, "identity.previous")));
+
+        /* Its group alone does not matter; owned by us again, all is well. */
+        ASSERT_OK(chown(dir, 0, 65534));
+        ASSERT_OK(identity_store_load(dir, SPIFFE_ROLE_CONNECTOR, kek_a, &b, NULL));
+        agent_identity_done(&b);
+        ASSERT_EQ(ASSERT_OK(identity_store_commit(dir, NULL)), 1);
 }
