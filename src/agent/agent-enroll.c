@@ -81,6 +81,8 @@ struct AgentRequest {
         char *id, *version, *private_ip;
         char **label_keys, **label_values;
         KeyType key_type;
+        char *expected_trust_domain;    /* NULL: any */
+        TrustBundle *roots;             /* root_pem: trusted instead of the token's pin */
 
         /* Renew, Reauthenticate */
         AgentIdentity base;
@@ -98,6 +100,8 @@ struct AgentRequest {
         const char *current;            /* label of the candidate being tried (borrowed) */
         char **unreachable;             /* labels that could not be reached */
         char *pin_mismatch;             /* the first address that presented another root */
+        char *root_mismatch;            /* the first "controller at X does not chain to …" (roots) */
+        char *domain_mismatch;          /* the first "controller at X belongs to trust domain …" */
         char *handshake_error;          /* the first other handshake failure, as a sentence */
 
         TlsConnection *tls;
@@ -284,11 +288,15 @@ static int request_take_certificates(AgentRequest *req, ProtobufCBinaryData *cha
         if (req->kind == REQUEST_ENROLL) {
                 const SpiffeId *peer = req->session ? h2_session_get_peer_id(req->session) : NULL;
 
+                /* The root we trusted for the handshake (the pin's, or one of the given roots) must be
+                 * in the bundle: it is what the agent trusts from now on. */
                 for (size_t k = 0; k < n_roots && !td_id; k++) {
                         uint8_t fp[CRYPTO_SPKI_SHA256_SIZE];
 
-                        if (crypto_x509_spki_sha256(root_certs[k], fp) < 0 ||
-                            !crypto_memeq(fp, req->parsed_token->ca_pin, sizeof(fp)))
+                        if (crypto_x509_spki_sha256(root_certs[k], fp) < 0)
+                                continue;
+                        if (req->roots ? !trust_bundle_contains(req->roots, fp)
+                                       : !crypto_memeq(fp, req->parsed_token->ca_pin, sizeof(fp)))
                                 continue;
                         r = svid_get_trust_domain_of_ca(root_certs[k], &td_id);
                         if (r < 0)
@@ -297,10 +305,12 @@ static int request_take_certificates(AgentRequest *req, ProtobufCBinaryData *cha
                 if (!td_id) {
                         x509_array_free(root_certs, n_roots);
                         return request_finish(req, -EBADMSG,
-                                              "the trust bundle from the controller at %s lacks the root this "
-                                              "token pins", req->current);
+                                              "the trust bundle from the controller at %s lacks the root %s",
+                                              req->current,
+                                              req->roots ? "we were given" : "this token pins");
                 }
-                if (!peer || !spiffe_id_member_of(peer, td_id->trust_domain)) {
+                if (!peer || !spiffe_id_member_of(peer, td_id->trust_domain) ||
+                    (req->expected_trust_domain && !spiffe_id_member_of(td_id, req->expected_trust_domain))) {
                         x509_array_free(root_certs, n_roots);
                         return request_finish(req, -EBADMSG,
                                               "the controller at %s is not of the pinned root's trust domain",
@@ -811,6 +821,13 @@ static void on_handshake(TlsConnection *tls, int error, void *userdata) {
                 if (req->kind == REQUEST_ENROLL && why && strstr(why, "pinned CA fingerprint")) {
                         if (!req->pin_mismatch)
                                 req->pin_mismatch = strdup(req->current);
+                } else if (req->roots && why && strstr(why, "does not chain to a root")) {
+                        /* svid_verify()'s words for a chain that ends at none of the given roots. */
+                        if (!req->root_mismatch &&
+                            asprintf(&req->root_mismatch,
+                                     "the controller at %s does not chain to the given controller CA (%s)",
+                                     req->current, why) < 0)
+                                req->root_mismatch = NULL;
                 } else if (error_is_unreachable(error)) {
                         (void) strv_extend(&req->unreachable, req->current);
                 } else if (!req->handshake_error &&
@@ -820,6 +837,25 @@ static void on_handshake(TlsConnection *tls, int error, void *userdata) {
                 req->tls = tls_connection_free(req->tls);
                 (void) request_connect_next(req);
                 return;
+        }
+
+        /* Before anything is sent, so that a token is not spent on a controller of another domain. */
+        if (req->expected_trust_domain) {
+                const SpiffeId *peer = tls_connection_get_peer_id(tls);
+
+                if (!peer || !spiffe_id_member_of(peer, req->expected_trust_domain)) {
+                        log_debug("Controller at %s is '%s', not of trust domain '%s'.", req->current,
+                                  peer ? peer->uri : "(none)", req->expected_trust_domain);
+                        if (!req->domain_mismatch &&
+                            asprintf(&req->domain_mismatch,
+                                     "the controller at %s belongs to trust domain '%s', expected '%s'",
+                                     req->current, peer ? peer->trust_domain : "(none)",
+                                     req->expected_trust_domain) < 0)
+                                req->domain_mismatch = NULL;
+                        req->tls = tls_connection_free(req->tls);
+                        (void) request_connect_next(req);
+                        return;
+                }
         }
 
         r = h2_session_new(TAKE_PTR(req->tls), NULL, &session_callbacks, req, &req->session);
@@ -837,6 +873,11 @@ static int request_fail_unreachable(AgentRequest *req) {
         _cleanup_free_ char *list = NULL;
 
         req->current = NULL;
+        /* A verified controller of the wrong domain says most; then a root that did not match. */
+        if (req->domain_mismatch)
+                return request_finish(req, -EXDEV, "%s", req->domain_mismatch);
+        if (req->root_mismatch)
+                return request_finish(req, -ENOKEY, "%s", req->root_mismatch);
         if (req->pin_mismatch)
                 return request_finish(req, -ENOKEY,
                                       "CA pin mismatch: the controller at %s does not present the root this token pins",
@@ -985,6 +1026,8 @@ AgentRequest *agent_request_free(AgentRequest *req) {
                 free(req->candidates[k].label);
         strv_free(req->unreachable);
         free(req->pin_mismatch);
+        free(req->root_mismatch);
+        free(req->domain_mismatch);
         free(req->handshake_error);
 
         erase_and_free_string(req->token);
@@ -992,6 +1035,8 @@ AgentRequest *agent_request_free(AgentRequest *req) {
         free(req->id);
         free(req->version);
         free(req->private_ip);
+        free(req->expected_trust_domain);
+        trust_bundle_free(req->roots);
         strv_free(req->label_keys);
         strv_free(req->label_values);
         agent_identity_done(&req->base);
@@ -1061,6 +1106,53 @@ static int strdup_optional(const char *s, char **ret) {
         return *ret ? 0 : -ENOMEM;
 }
 
+/* The roots given instead of the token's pin, as a bundle of the expected trust domain or else of the
+ * domain the first root names. A text that cannot be used is the user's to fix: reported through the
+ * callback with a reason, like a bad token (-ENOMEM is returned). */
+static int enroll_parse_roots(AgentRequest *req, const char *pem) {
+        static const char end_marker[] = "-----END CERTIFICATE-----";
+        _cleanup_(spiffe_id_freep) SpiffeId *td = NULL;
+        size_t size = strnlen(pem, TRUST_BUNDLE_PEM_MAX + 1);
+        const char *end;
+        int r;
+
+        if (size > TRUST_BUNDLE_PEM_MAX)
+                return request_finish(req, -E2BIG, "the controller CA is larger than %zu bytes",
+                                      TRUST_BUNDLE_PEM_MAX);
+        end = strstr(pem, end_marker);
+        if (!end)
+                return request_finish(req, -EBADMSG, "the controller CA is not a PEM CERTIFICATE");
+        if (!req->expected_trust_domain) {
+                X509 *first = NULL;
+
+                /* The first block alone (the whole text is checked strictly by trust_bundle_from_pem()). */
+                r = crypto_x509_from_pem(pem, end - pem + strlen(end_marker), &first);
+                if (r >= 0) {
+                        r = svid_get_trust_domain_of_ca(first, &td);
+                        crypto_x509_unref(first);
+                        if (r == -ENOMEM)
+                                return r;
+                        if (r < 0)
+                                return request_finish(req, r, "the controller CA names no trust domain; "
+                                                      "the expected trust domain must be given");
+                } else if (r == -ENOMEM)
+                        return r;
+                else
+                        return request_finish(req, -EBADMSG, "the controller CA is not a PEM CERTIFICATE");
+        }
+        r = trust_bundle_from_pem(td ? td->trust_domain : req->expected_trust_domain, pem, size, &req->roots);
+        if (r == -ENOMEM)
+                return r;
+        if (r < 0)
+                return request_finish(req, r, "the controller CA cannot be used as roots of trust domain '%s': %s",
+                                      td ? td->trust_domain : req->expected_trust_domain,
+                                      r == -EBADMSG ? "not a sequence of PEM CERTIFICATE blocks" :
+                                      r == -EEXIST ? "a root appears twice" :
+                                      r == -E2BIG ? "too many roots" :
+                                      "not a self-signed CA certificate of that trust domain");
+        return 0;
+}
+
 int agent_enroll(sd_event *event, const AgentEnrollParams *params, AgentRequestCallback callback,
                  void *userdata, AgentRequest **ret) {
         _cleanup_(agent_request_freep) AgentRequest *req = NULL;
@@ -1074,7 +1166,8 @@ int agent_enroll(sd_event *event, const AgentEnrollParams *params, AgentRequestC
             params->key_type < 0 || params->key_type >= _KEY_TYPE_MAX)
                 return -EINVAL;
         if ((params->version && !text_is_valid(params->version, AGENT_STRING_MAX)) ||
-            (params->private_ip && !text_is_valid(params->private_ip, AGENT_STRING_MAX)))
+            (params->private_ip && !text_is_valid(params->private_ip, AGENT_STRING_MAX)) ||
+            (params->expected_trust_domain && !spiffe_trust_domain_is_valid(params->expected_trust_domain)))
                 return -EINVAL;
 
         r = request_new(event, REQUEST_ENROLL, callback, userdata, &req);
@@ -1093,7 +1186,8 @@ int agent_enroll(sd_event *event, const AgentEnrollParams *params, AgentRequestC
         if (!req->token ||
             strdup_optional(params->id, &req->id) < 0 ||
             strdup_optional(params->version, &req->version) < 0 ||
-            strdup_optional(params->private_ip, &req->private_ip) < 0)
+            strdup_optional(params->private_ip, &req->private_ip) < 0 ||
+            strdup_optional(params->expected_trust_domain, &req->expected_trust_domain) < 0)
                 return -ENOMEM;
 
         /* A bad token is the user's to fix: reported like any other failure, with the parser's reason. */
@@ -1102,13 +1196,17 @@ int agent_enroll(sd_event *event, const AgentEnrollParams *params, AgentRequestC
                 return r;
         if (r < 0)
                 (void) request_finish(req, r, "%s", req->token_reason ?: "invalid enrollment token");
-        else {
+        else if (params->root_pem && (r = enroll_parse_roots(req, params->root_pem)) < 0) {
+                if (r == -ENOMEM)
+                        return r;
+        } else {
                 r = request_make_csr(req, req->key_type, NULL);
                 if (r < 0)
                         return r;
                 r = tls_context_new(TLS_MODE_CLIENT, &req->tls_context);
                 if (r >= 0)
-                        r = tls_context_set_root_pin(req->tls_context, req->parsed_token->ca_pin);
+                        r = req->roots ? tls_context_set_trust_bundle(req->tls_context, req->roots)
+                                       : tls_context_set_root_pin(req->tls_context, req->parsed_token->ca_pin);
                 if (r >= 0)
                         r = tls_context_set_peer_policy(req->tls_context,
                                                         &(TlsPeerPolicy) { .role = SPIFFE_ROLE_CONTROLLER });

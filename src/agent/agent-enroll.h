@@ -54,8 +54,9 @@ typedef struct AgentRequest AgentRequest;
  * the original; whatever is left is wiped and freed after the callback returns), or a negative errno with
  * reason (never NULL) and identity NULL. Errors: the errno of the controller's gRPC status
  * (grpc_status_to_errno(): -EACCES refused, -EINVAL bad request, …), -EHOSTUNREACH unreachable, -ENOKEY pin
- * mismatch, -EPROTO another handshake failure, the token parser's errors, -EBADMSG a malformed response or a
- * challenge we refuse to sign, -ENOMEM. */
+ * mismatch or a controller that does not chain to root_pem, -EXDEV a controller of another trust domain
+ * than expected_trust_domain, -EPROTO another handshake failure, the token parser's errors, -EBADMSG a
+ * malformed response or a challenge we refuse to sign, -ENOMEM. */
 typedef void (*AgentRequestCallback)(AgentRequest *req, int error, const char *reason, AgentIdentity *identity,
                                      void *userdata);
 
@@ -69,9 +70,20 @@ typedef struct AgentEnrollParams {
         KeyType key_type;
         usec_t connect_timeout;     /* 0: AGENT_CONNECT_TIMEOUT_DEFAULT */
         usec_t call_timeout;        /* 0: AGENT_CALL_TIMEOUT_DEFAULT */
+        /* NULL: any. Checked on the controller's verified identity right after the TLS handshake, before
+         * the token is sent: a controller of another trust domain fails with -EXDEV and the token stays
+         * unused. */
+        const char *expected_trust_domain;
+        /* NULL: trust the root the token pins. Otherwise one or more PEM roots of one trust domain (that of
+         * expected_trust_domain if set, else the first root's trust-domain URI SAN), trusted instead of the
+         * pin, which is then ignored: the controller must chain to one of them (else -ENOKEY) and its trust
+         * bundle must contain one of them. A root text that cannot be used is reported through the
+         * callback (-EBADMSG, -EKEYREJECTED, …) with a reason, like a bad token. */
+        const char *root_pem;
 } AgentEnrollParams;
 
-/* -EINVAL for invalid parameters (role, id, key type, labels, over-long or control characters), checked
+/* -EINVAL for invalid parameters (role, id, key type, labels, expected trust domain, over-long or control
+ * characters), checked
  * before anything starts; a bad token is reported through the callback with the parser's reason. ret may be
  * NULL: the request then frees itself after the callback. */
 int agent_enroll(sd_event *event, const AgentEnrollParams *params, AgentRequestCallback callback,

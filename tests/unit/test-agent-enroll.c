@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include "agent-enroll.h"
+#include "certgen.h"
 #include "controller-enroll.h"
 #include "controller-fixture.h"
 #include "controller-store.h"
@@ -22,7 +23,8 @@
 
 #define TRUST_DOMAIN CONTROLLER_FIXTURE_TRUST_DOMAIN
 
-static int enroll(const char *token, SpiffeRole role, const char *id, AgentIdentity *ret, char **ret_reason) {
+static int enroll_full(const char *token, SpiffeRole role, const char *id, const char *expected_trust_domain,
+                       const char *root_pem, AgentIdentity *ret, char **ret_reason) {
         return agent_enroll_sync(&(AgentEnrollParams) {
                                          .token = token,
                                          .role = role,
@@ -31,8 +33,14 @@ static int enroll(const char *token, SpiffeRole role, const char *id, AgentIdent
                                          .private_ip = "10.1.2.3",
                                          .labels = (char *[]) { (char *) "site=lab", (char *) "rack=7", NULL },
                                          .key_type = KEY_TYPE_ECDSA_P256,
+                                         .expected_trust_domain = expected_trust_domain,
+                                         .root_pem = root_pem,
                                  },
                                  ret, ret_reason);
+}
+
+static int enroll(const char *token, SpiffeRole role, const char *id, AgentIdentity *ret, char **ret_reason) {
+        return enroll_full(token, role, id, NULL, NULL, ret, ret_reason);
 }
 
 /* The identity as a relying party sees it: the chain verifies against the bundle it came with, certifies
@@ -114,6 +122,7 @@ TEST(enroll_invalid_parameters) {
                 { "control character", SPIFFE_ROLE_CONNECTOR, "a", NULL, "1.0\n", KEY_TYPE_ECDSA_P256 },
                 { "key type", SPIFFE_ROLE_CONNECTOR, "a", NULL, NULL, _KEY_TYPE_MAX },
         };
+        static const char *const bad_domains[] = { "", "Not a domain", "spiffe://ztna.test", "a/b" };
 
         ASSERT_OK(sd_event_new(&e));
         for (size_t k = 0; k < ELEMENTSOF(table); k++) {
@@ -135,6 +144,15 @@ TEST(enroll_invalid_parameters) {
                 .labels = (char *[]) { (char *) "k=1", (char *) "k=2", NULL },
         };
         ASSERT_ERROR(agent_enroll(e, &p, (AgentRequestCallback) abort, NULL, NULL), EINVAL);
+
+        for (size_t k = 0; k < ELEMENTSOF(bad_domains); k++) {
+                CASE("expected trust domain '%s'", bad_domains[k]);
+                AgentEnrollParams q = {
+                        .token = "ztna1-x", .role = SPIFFE_ROLE_CONNECTOR, .id = "a",
+                        .key_type = KEY_TYPE_ED25519, .expected_trust_domain = bad_domains[k],
+                };
+                ASSERT_ERROR(agent_enroll(e, &q, (AgentRequestCallback) abort, NULL, NULL), EINVAL);
+        }
 
         CASE("incomplete identity");
         AgentIdentity empty = {};
@@ -465,5 +483,149 @@ TEST(revoked_agent_refused) {
         ASSERT_ERROR(agent_reauthenticate_sync(&i, false, &x, &reason2), EACCES);
         ASSERT_STREQ(reason2, "agent revoked");
         ASSERT_NULL(x.spiffe_id);
+        controller_fixture_stop(&c);
+}
+
+/* The controller's root as PEM, straight from its store (the controller is stopped). */
+static char *controller_root_pem(const ControllerFixture *c) {
+        _cleanup_(store_freep) Store *s = NULL;
+        StoreCa **cas = NULL;
+        char *pem = NULL;
+        size_t n = 0;
+
+        ASSERT_OK(store_open_sqlite(c->db, &s));
+        ASSERT_OK(store_ca_list(s, &cas, &n));
+        for (size_t k = 0; k < n && !pem; k++) {
+                X509 *root = NULL;
+
+                if (cas[k]->kind != STORE_CA_ROOT)
+                        continue;
+                ASSERT_OK(crypto_x509_from_der(cas[k]->certificate, cas[k]->certificate_size, &root));
+                ASSERT_OK(crypto_x509_to_pem(root, &pem));
+                crypto_x509_unref(root);
+        }
+        store_ca_array_free(cas, n);
+        ASSERT_NOT_NULL(pem);
+        return pem;
+}
+
+/* Another CA's root: same trust domain name, another key. */
+static char *other_root_pem(const char *trust_domain) {
+        CertgenChain chain = {};
+        char *pem = NULL;
+
+        ASSERT_OK(certgen_chain_make(trust_domain, NULL, &chain));
+        ASSERT_OK(crypto_x509_to_pem(chain.root, &pem));
+        certgen_chain_done(&chain);
+        return pem;
+}
+
+TEST(enroll_expected_trust_domain) {
+        _cleanup_(agent_identity_done) AgentIdentity i = {}, j = {};
+        _cleanup_(erase_and_free_stringp) char *token = NULL;
+        _cleanup_free_ char *reason = NULL;
+        char expected[256];
+        ControllerFixture c;
+
+        setup();
+        controller_fixture_init(&c, NULL);
+        controller_fixture_add_token(&c, SPIFFE_ROLE_CONNECTOR, &token, NULL);
+        controller_fixture_start(&c);
+
+        CASE("mismatch");
+        ASSERT_ERROR(enroll_full(token, SPIFFE_ROLE_CONNECTOR, "conn-1", "other.test", NULL, &i, &reason), EXDEV);
+        snprintf(expected, sizeof(expected),
+                 "the controller at %s belongs to trust domain '" TRUST_DOMAIN "', expected 'other.test'",
+                 c.address);
+        ASSERT_STREQ(reason, expected);
+        ASSERT_NULL(i.spiffe_id);
+
+        /* The token was never sent: it still enrolls, with the right expectation too. */
+        CASE("match");
+        ASSERT_OK(enroll_full(token, SPIFFE_ROLE_CONNECTOR, "conn-1", TRUST_DOMAIN, NULL, &i, NULL));
+        assert_identity_valid(&i, "spiffe://" TRUST_DOMAIN "/connector/conn-1");
+
+        CASE("spent");
+        ASSERT_ERROR(enroll_full(token, SPIFFE_ROLE_CONNECTOR, "conn-2", TRUST_DOMAIN, NULL, &j, NULL), EACCES);
+        controller_fixture_stop(&c);
+}
+
+TEST(enroll_mismatch_without_expectation_succeeds) {
+        _cleanup_(agent_identity_done) AgentIdentity i = {};
+        _cleanup_(erase_and_free_stringp) char *token = NULL;
+        _cleanup_free_ char *reason = NULL;
+        ControllerFixture c;
+
+        setup();
+        controller_fixture_init(&c, NULL);
+        controller_fixture_add_token(&c, SPIFFE_ROLE_TUNNELER, &token, NULL);
+        controller_fixture_start(&c);
+        ASSERT_ERROR(enroll_full(token, SPIFFE_ROLE_TUNNELER, "tun-1", "elsewhere.example", NULL, &i, &reason),
+                     EXDEV);
+        ASSERT_STRSTR(reason, "expected 'elsewhere.example'");
+        ASSERT_OK(enroll(token, SPIFFE_ROLE_TUNNELER, "tun-1", &i, NULL));
+        ASSERT_STREQ(i.spiffe_id, "spiffe://" TRUST_DOMAIN "/tunneler/tun-1");
+        controller_fixture_stop(&c);
+}
+
+/* A root given instead of the pin: the pin is ignored, the server must chain to that root. */
+TEST(enroll_root_pem) {
+        _cleanup_(agent_identity_done) AgentIdentity i = {}, x = {};
+        _cleanup_(erase_and_free_stringp) char *token = NULL, *wrong = NULL, *token2 = NULL;
+        _cleanup_free_ char *root = NULL, *other = NULL, *both = NULL, *reason = NULL;
+        char expected[256];
+        ControllerFixture c;
+
+        setup();
+        controller_fixture_init(&c, NULL);
+        controller_fixture_add_token(&c, SPIFFE_ROLE_CONNECTOR, &token, &wrong);
+        controller_fixture_add_token(&c, SPIFFE_ROLE_TUNNELER, &token2, NULL);
+        root = controller_root_pem(&c);
+        other = other_root_pem(TRUST_DOMAIN);
+        ASSERT_TRUE(asprintf(&both, "%s\n%s", other, root) > 0);
+        controller_fixture_start(&c);
+
+        CASE("another CA of the same domain name");
+        ASSERT_ERROR(enroll_full(token, SPIFFE_ROLE_CONNECTOR, "conn-1", NULL, other, &x, &reason), ENOKEY);
+        snprintf(expected, sizeof(expected), "the controller at %s does not chain to the given controller CA",
+                 c.address);
+        ASSERT_STRSTR(reason, expected);
+        ASSERT_NULL(x.spiffe_id);
+        reason = mfree(reason);
+
+        CASE("another CA, with an expected domain");
+        ASSERT_ERROR(enroll_full(token, SPIFFE_ROLE_CONNECTOR, "conn-1", TRUST_DOMAIN, other, &x, &reason),
+                     ENOKEY);
+        ASSERT_STRSTR(reason, expected);
+        reason = mfree(reason);
+
+        CASE("the controller's root, domain of another name expected");
+        ASSERT_ERROR(enroll_full(token, SPIFFE_ROLE_CONNECTOR, "conn-1", "other.test", root, &x, &reason),
+                     EKEYREJECTED);
+        ASSERT_STRSTR(reason, "trust domain 'other.test'");
+        reason = mfree(reason);
+
+        CASE("garbage");
+        ASSERT_ERROR(enroll_full(token, SPIFFE_ROLE_CONNECTOR, "conn-1", NULL, "hello", &x, &reason), EBADMSG);
+        ASSERT_STREQ(reason, "the controller CA is not a PEM CERTIFICATE");
+        reason = mfree(reason);
+
+        /* The token whose pin is wrong: the root decides, and all failures above left the token unused. */
+        CASE("the controller's root, wrong pin");
+        ASSERT_OK(enroll_full(wrong, SPIFFE_ROLE_CONNECTOR, "conn-1", NULL, root, &i, &reason));
+        assert_identity_valid(&i, "spiffe://" TRUST_DOMAIN "/connector/conn-1");
+        {
+                X509 *r = NULL;
+                uint8_t fp[32];
+
+                ASSERT_OK(crypto_x509_from_der(i.bundle[0].data, i.bundle[0].size, &r));
+                ASSERT_OK(crypto_x509_spki_sha256(r, fp));
+                crypto_x509_unref(r);
+                ASSERT_MEMEQ(fp, c.pin, 32);
+        }
+
+        CASE("one of several roots, expected domain");
+        ASSERT_OK(enroll_full(token2, SPIFFE_ROLE_TUNNELER, "tun-1", TRUST_DOMAIN, both, &x, NULL));
+        ASSERT_STREQ(x.spiffe_id, "spiffe://" TRUST_DOMAIN "/tunneler/tun-1");
         controller_fixture_stop(&c);
 }
