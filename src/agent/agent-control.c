@@ -24,10 +24,12 @@
 #include "crypto-util.h"
 #include "crypto-x509.h"
 #include "identity-store.h"
+#include "agent-util.h"
 #include "log.h"
 #include "net-grpc-frame.h"
 #include "net-grpc.h"
 #include "net-h2.h"
+#include "net-proto.h"
 #include "net-tls.h"
 #include "parse-util.h"
 #include "random-util.h"
@@ -94,21 +96,6 @@ const char *agent_control_state_to_string(AgentControlState s) {
 
 /* ---- small helpers ------------------------------------------------------------------------------------ */
 
-static bool text_is_valid(const char *s, size_t max) {
-        return s && strnlen(s, max + 1) <= max && !string_has_cc(s, NULL);
-}
-
-static Ztna__V1__Role role_to_proto(SpiffeRole role) {
-        switch (role) {
-        case SPIFFE_ROLE_CONNECTOR:
-                return ZTNA__V1__ROLE__ROLE_CONNECTOR;
-        case SPIFFE_ROLE_TUNNELER:
-                return ZTNA__V1__ROLE__ROLE_TUNNELER;
-        default:
-                return ZTNA__V1__ROLE__ROLE_UNSPECIFIED;
-        }
-}
-
 /* A deep copy that also proves the identity keeps the identity file's rules. */
 static int identity_copy_checked(const AgentIdentity *src, AgentIdentity *ret) {
         _cleanup_(agent_identity_done) AgentIdentity copy = {};
@@ -126,11 +113,6 @@ static int identity_copy_checked(const AgentIdentity *src, AgentIdentity *ret) {
         *ret = copy;
         copy = (AgentIdentity) {};
         return 0;
-}
-
-static void x509_array_free(X509 **certs, size_t n) {
-        for (size_t k = 0; k < n; k++)
-                crypto_x509_unref(certs[k]);
 }
 
 /* The roots as a trust bundle of the identity's trust domain; *ret_reason (static) says why not. */
@@ -195,7 +177,7 @@ static int tls_context_from_identity(const AgentIdentity *i, usec_t timeout, Tls
                 r = tls_context_new(TLS_MODE_CLIENT, &ctx);
         if (r >= 0)
                 r = tls_context_set_identity(ctx, certs[0], intermediates, key);
-        x509_array_free(certs, n);
+        crypto_x509_array_unref(certs, n);
         if (r >= 0)
                 r = tls_context_set_trust_bundle(ctx, bundle);
         if (r >= 0)
@@ -217,7 +199,7 @@ static int labels_split(char **labels, char ***ret_keys, char ***ret_values) {
                 const char *eq = strchr(*l, '=');
                 char *k;
 
-                if (!eq || eq == *l || !text_is_valid(*l, AGENT_CONTROL_STRING_MAX))
+                if (!eq || eq == *l || !string_is_valid_text(*l, AGENT_CONTROL_STRING_MAX))
                         return -EINVAL;
                 k = strndup(*l, eq - *l);
                 if (!k)
@@ -488,7 +470,7 @@ static int control_on_config(AgentControl *c, const Ztna__V1__AgentConfig *pc) {
         usec_t interval, old = control_heartbeat_interval(c);
         int r;
 
-        if (!pc || pc->role != role_to_proto(c->identity.role) || !streq_ptr(pc->id, c->identity.id) ||
+        if (!pc || pc->role != proto_role_from_spiffe(c->identity.role) || !streq_ptr(pc->id, c->identity.id) ||
             !streq_ptr(pc->spiffe_id, c->identity.spiffe_id))
                 return control_lostf(c, -EBADMSG, false, "controller at %s sent the configuration of another agent",
                                      c->current);
@@ -498,14 +480,14 @@ static int control_on_config(AgentControl *c, const Ztna__V1__AgentConfig *pc) {
         if (pc->certificate_lifetime_seconds == 0 || pc->certificate_lifetime_seconds > AGENT_CERTIFICATE_LIFETIME_MAX)
                 return control_lostf(c, -EBADMSG, false, "controller at %s sent a certificate lifetime of %llu s",
                                      c->current, (unsigned long long) pc->certificate_lifetime_seconds);
-        if (!isempty(pc->remote_network) && !text_is_valid(pc->remote_network, AGENT_CONTROL_STRING_MAX))
+        if (!isempty(pc->remote_network) && !string_is_valid_text(pc->remote_network, AGENT_CONTROL_STRING_MAX))
                 return control_lostf(c, -EBADMSG, false, "controller at %s sent an invalid remote network",
                                      c->current);
         if (pc->n_groups > IDENTITY_GROUPS_MAX)
                 return control_lostf(c, -EBADMSG, false, "controller at %s sent %zu groups", c->current,
                                      pc->n_groups);
         for (size_t k = 0; k < pc->n_groups; k++) {
-                if (isempty(pc->groups[k]) || !text_is_valid(pc->groups[k], AGENT_CONTROL_STRING_MAX))
+                if (isempty(pc->groups[k]) || !string_is_valid_text(pc->groups[k], AGENT_CONTROL_STRING_MAX))
                         return control_lostf(c, -EBADMSG, false, "controller at %s sent an invalid group",
                                              c->current);
                 r = strv_extend(&groups, pc->groups[k]);
@@ -608,7 +590,7 @@ static int control_on_revocation(AgentControl *c, const Ztna__V1__Revocation *rv
         _cleanup_free_ char *reason = NULL;
         bool self;
 
-        if (!rv || !text_is_valid(rv->spiffe_id, SPIFFE_ID_MAX) || isempty(rv->spiffe_id))
+        if (!rv || !string_is_valid_text(rv->spiffe_id, SPIFFE_ID_MAX) || isempty(rv->spiffe_id))
                 return control_lostf(c, -EBADMSG, false, "controller at %s sent an invalid revocation", c->current);
         reason = text_sanitize(isempty(rv->reason) ? REASON_REVOKED : rv->reason);
         if (!reason)
@@ -663,13 +645,6 @@ static int link_on_message(GrpcClientCall *call, ProtobufCMessage *msg, void *us
         return 0;
 }
 
-/* Statuses whose message is the controller's answer to us ("certificate superseded by a renewal"). */
-static bool status_is_refusal(GrpcStatus s) {
-        return s == GRPC_STATUS_PERMISSION_DENIED || s == GRPC_STATUS_INVALID_ARGUMENT ||
-               s == GRPC_STATUS_FAILED_PRECONDITION || s == GRPC_STATUS_RESOURCE_EXHAUSTED ||
-               s == GRPC_STATUS_UNAUTHENTICATED;
-}
-
 static void link_on_finish(GrpcClientCall *call, GrpcStatus status, const char *message, void *userdata) {
         _cleanup_(control_unrefp) AgentControl *c = NULL;
         _cleanup_free_ char *text = NULL;
@@ -690,7 +665,7 @@ static void link_on_finish(GrpcClientCall *call, GrpcStatus status, const char *
         error = grpc_status_to_errno(status);
         if (error >= 0)
                 error = -ECONNRESET;
-        if (text && status_is_refusal(status)) {
+        if (text && agent_status_is_refusal(status)) {
                 (void) control_lost(c, error, text, status == GRPC_STATUS_PERMISSION_DENIED);
                 return;
         }
@@ -722,23 +697,6 @@ static void link_on_session_close(H2Session *s, int error, void *userdata) {
 
 static const H2SessionCallbacks session_callbacks = { .on_close = link_on_session_close };
 
-/* Failures that mean "nobody usable answered there". */
-static bool error_is_unreachable(int error) {
-        switch (-error) {
-        case ECONNREFUSED:
-        case ECONNRESET:
-        case ECONNABORTED:
-        case ETIMEDOUT:
-        case EHOSTUNREACH:
-        case ENETUNREACH:
-        case ENETDOWN:
-        case EPIPE:
-                return true;
-        default:
-                return false;
-        }
-}
-
 static void link_on_handshake(TlsConnection *tls, int error, void *userdata) {
         _cleanup_(control_unrefp) AgentControl *c = NULL;
         ControlLink *l = userdata;
@@ -750,7 +708,7 @@ static void link_on_handshake(TlsConnection *tls, int error, void *userdata) {
         if (error < 0) {
                 const char *why = tls_connection_get_error_reason(tls);
 
-                if (error_is_unreachable(error))
+                if (agent_error_is_unreachable(error))
                         (void) control_lostf(c, -EHOSTUNREACH, false, "controller at %s unreachable: %s",
                                              l->address, why ?: strerror(-error));
                 else
@@ -820,7 +778,7 @@ static int link_new(AgentControl *c, const char *address, ControlLink **ret, cha
                 freeaddrinfo(res);
                 safe_close(fd);
                 reasonf(ret_reason, "controller at %s unreachable: %s", address, strerror(-r));
-                return error_is_unreachable(r) ? -EHOSTUNREACH : r;
+                return agent_error_is_unreachable(r) ? -EHOSTUNREACH : r;
         }
         freeaddrinfo(res);
 
@@ -941,7 +899,7 @@ static int strdup_text(const char *s, char **ret) {
                 *ret = NULL;
                 return 0;
         }
-        if (!text_is_valid(s, AGENT_CONTROL_STRING_MAX))
+        if (!string_is_valid_text(s, AGENT_CONTROL_STRING_MAX))
                 return -EINVAL;
         *ret = strdup(s);
         return *ret ? 0 : -ENOMEM;

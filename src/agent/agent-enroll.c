@@ -21,10 +21,12 @@
 #include "crypto-util.h"
 #include "crypto-x509.h"
 #include "identity-store.h"
+#include "agent-util.h"
 #include "log.h"
 #include "net-grpc-frame.h"
 #include "net-grpc.h"
 #include "net-h2.h"
+#include "net-proto.h"
 #include "net-tls.h"
 #include "parse-util.h"
 #include "random-util.h"
@@ -118,21 +120,6 @@ struct AgentRequest {
 
 /* ---- small helpers ------------------------------------------------------------------------------------ */
 
-static bool text_is_valid(const char *s, size_t max) {
-        return s && strnlen(s, max + 1) <= max && !string_has_cc(s, NULL);
-}
-
-static Ztna__V1__Role role_to_proto(SpiffeRole role) {
-        switch (role) {
-        case SPIFFE_ROLE_CONNECTOR:
-                return ZTNA__V1__ROLE__ROLE_CONNECTOR;
-        case SPIFFE_ROLE_TUNNELER:
-                return ZTNA__V1__ROLE__ROLE_TUNNELER;
-        default:
-                return ZTNA__V1__ROLE__ROLE_UNSPECIFIED;
-        }
-}
-
 static bool role_is_agent(SpiffeRole role) {
         return role == SPIFFE_ROLE_CONNECTOR || role == SPIFFE_ROLE_TUNNELER;
 }
@@ -188,11 +175,6 @@ static int identity_copy(const AgentIdentity *src, AgentIdentity *ret) {
         *ret = i;
         i = (AgentIdentity) {};
         return 0;
-}
-
-static void x509_array_free(X509 **certs, size_t n) {
-        for (size_t k = 0; k < n; k++)
-                crypto_x509_unref(certs[k]);
 }
 
 /* ---- outcome ------------------------------------------------------------------------------------------ */
@@ -279,7 +261,7 @@ static int request_take_certificates(AgentRequest *req, ProtobufCBinaryData *cha
         for (size_t k = 0; k < n_roots; k++) {
                 r = crypto_x509_from_der(roots[k].data, roots[k].len, &root_certs[k]);
                 if (r < 0) {
-                        x509_array_free(root_certs, k);
+                        crypto_x509_array_unref(root_certs, k);
                         return request_finish(req, r == -ENOMEM ? r : -EBADMSG,
                                               "controller at %s sent a malformed root certificate", req->current);
                 }
@@ -303,7 +285,7 @@ static int request_take_certificates(AgentRequest *req, ProtobufCBinaryData *cha
                                 break;
                 }
                 if (!td_id) {
-                        x509_array_free(root_certs, n_roots);
+                        crypto_x509_array_unref(root_certs, n_roots);
                         return request_finish(req, -EBADMSG,
                                               "the trust bundle from the controller at %s lacks the root %s",
                                               req->current,
@@ -311,7 +293,7 @@ static int request_take_certificates(AgentRequest *req, ProtobufCBinaryData *cha
                 }
                 if (!peer || !spiffe_id_member_of(peer, td_id->trust_domain) ||
                     (req->expected_trust_domain && !spiffe_id_member_of(td_id, req->expected_trust_domain))) {
-                        x509_array_free(root_certs, n_roots);
+                        crypto_x509_array_unref(root_certs, n_roots);
                         return request_finish(req, -EBADMSG,
                                               "the controller at %s is not of the pinned root's trust domain",
                                               req->current);
@@ -325,7 +307,7 @@ static int request_take_certificates(AgentRequest *req, ProtobufCBinaryData *cha
         if (r >= 0)
                 r = trust_bundle_new(td, &bundle);
         if (r < 0) {
-                x509_array_free(root_certs, n_roots);
+                crypto_x509_array_unref(root_certs, n_roots);
                 return request_finish(req, r, "cannot build the expected identity: %s", strerror(-r));
         }
         for (size_t k = 0; k < n_roots; k++) {
@@ -344,7 +326,7 @@ static int request_take_certificates(AgentRequest *req, ProtobufCBinaryData *cha
         for (size_t k = 0; k < n_chain; k++) {
                 r = crypto_x509_from_der(chain[k].data, chain[k].len, &certs[k]);
                 if (r < 0) {
-                        x509_array_free(certs, k);
+                        crypto_x509_array_unref(certs, k);
                         return request_finish(req, r == -ENOMEM ? r : -EBADMSG,
                                               "controller at %s sent a malformed certificate", req->current);
                 }
@@ -356,7 +338,7 @@ static int request_take_certificates(AgentRequest *req, ProtobufCBinaryData *cha
                 r = crypto_x509_get_validity(certs[0], NULL, &not_after);
         if (r >= 0)
                 r = crypto_x509_get_public_key_der(certs[0], &leaf_spki, &leaf_spki_size);
-        x509_array_free(certs, n_chain);
+        crypto_x509_array_unref(certs, n_chain);
         if (r == -ENOMEM)
                 return request_finish(req, r, "out of memory");
         if (r < 0)
@@ -426,7 +408,7 @@ static int enroll_take_config(AgentRequest *req, const Ztna__V1__EnrollResponse 
 
         if (!c)
                 return request_finish(req, -EBADMSG, "controller at %s sent no configuration", req->current);
-        if (c->role != role_to_proto(req->role) || !streq_ptr(c->id, req->id))
+        if (c->role != proto_role_from_spiffe(req->role) || !streq_ptr(c->id, req->id))
                 return request_finish(req, -EBADMSG, "controller at %s configured another agent", req->current);
         if (c->heartbeat_interval_seconds == 0 || c->heartbeat_interval_seconds > AGENT_HEARTBEAT_INTERVAL_MAX)
                 return request_finish(req, -EBADMSG, "controller at %s sent a heartbeat interval of %u s",
@@ -435,7 +417,7 @@ static int enroll_take_config(AgentRequest *req, const Ztna__V1__EnrollResponse 
                 return request_finish(req, -EBADMSG, "controller at %s sent a certificate lifetime of %llu s",
                                       req->current, (unsigned long long) c->certificate_lifetime_seconds);
         if (!isempty(c->remote_network)) {
-                if (!text_is_valid(c->remote_network, AGENT_STRING_MAX))
+                if (!string_is_valid_text(c->remote_network, AGENT_STRING_MAX))
                         return request_finish(req, -EBADMSG, "controller at %s sent an invalid remote network",
                                               req->current);
                 remote_network = strdup(c->remote_network);
@@ -446,7 +428,7 @@ static int enroll_take_config(AgentRequest *req, const Ztna__V1__EnrollResponse 
                 return request_finish(req, -EBADMSG, "controller at %s sent %zu groups", req->current,
                                       c->n_groups);
         for (size_t k = 0; k < c->n_groups; k++) {
-                if (isempty(c->groups[k]) || !text_is_valid(c->groups[k], AGENT_STRING_MAX))
+                if (isempty(c->groups[k]) || !string_is_valid_text(c->groups[k], AGENT_STRING_MAX))
                         return request_finish(req, -EBADMSG, "controller at %s sent an invalid group",
                                               req->current);
                 if (strv_extend(&groups, c->groups[k]) < 0)
@@ -661,13 +643,6 @@ static int on_call_message(GrpcClientCall *call, ProtobufCMessage *msg, void *us
         }
 }
 
-/* Statuses whose message is the controller's answer to us ("token already used"), printed as is. */
-static bool status_is_refusal(GrpcStatus s) {
-        return s == GRPC_STATUS_PERMISSION_DENIED || s == GRPC_STATUS_INVALID_ARGUMENT ||
-               s == GRPC_STATUS_FAILED_PRECONDITION || s == GRPC_STATUS_RESOURCE_EXHAUSTED ||
-               s == GRPC_STATUS_UNAUTHENTICATED;
-}
-
 static void on_call_finish(GrpcClientCall *call, GrpcStatus status, const char *message, void *userdata) {
         _cleanup_free_ char *text = NULL;
         AgentRequest *req = userdata;
@@ -692,7 +667,7 @@ static void on_call_finish(GrpcClientCall *call, GrpcStatus status, const char *
                                 if ((unsigned char) *p < 0x20 || *p == 0x7f)
                                         *p = '?';
         }
-        if (text && status_is_refusal(status))
+        if (text && agent_status_is_refusal(status))
                 (void) request_finish(req, grpc_status_to_errno(status), "%s", text);
         else
                 (void) request_finish(req, grpc_status_to_errno(status) ?: -EREMOTEIO,
@@ -749,7 +724,7 @@ static int request_start_call(AgentRequest *req) {
                 msg.private_ip = req->private_ip ?: (char *) "";
                 msg.n_labels = n;
                 msg.labels = n > 0 ? ptrs : NULL;
-                msg.role = role_to_proto(req->role);
+                msg.role = proto_role_from_spiffe(req->role);
                 r = grpc_client_call_send(req->call, &msg.base);
                 if (r >= 0)
                         r = grpc_client_call_close_send(req->call);
@@ -792,23 +767,6 @@ static void on_session_close(H2Session *s, int error, void *userdata) {
 
 static const H2SessionCallbacks session_callbacks = { .on_close = on_session_close };
 
-/* Failures that mean "nobody usable answered there". */
-static bool error_is_unreachable(int error) {
-        switch (-error) {
-        case ECONNREFUSED:
-        case ECONNRESET:
-        case ECONNABORTED:
-        case ETIMEDOUT:
-        case EHOSTUNREACH:
-        case ENETUNREACH:
-        case ENETDOWN:
-        case EPIPE:
-                return true;
-        default:
-                return false;
-        }
-}
-
 static void on_handshake(TlsConnection *tls, int error, void *userdata) {
         AgentRequest *req = userdata;
         const char *why;
@@ -828,7 +786,7 @@ static void on_handshake(TlsConnection *tls, int error, void *userdata) {
                                      "the controller at %s does not chain to the given controller CA (%s)",
                                      req->current, why) < 0)
                                 req->root_mismatch = NULL;
-                } else if (error_is_unreachable(error)) {
+                } else if (agent_error_is_unreachable(error)) {
                         (void) strv_extend(&req->unreachable, req->current);
                 } else if (!req->handshake_error &&
                            asprintf(&req->handshake_error, "TLS handshake with the controller at %s failed: %s",
@@ -1075,7 +1033,7 @@ static int labels_split(char **labels, char ***ret_keys, char ***ret_values) {
                 const char *eq = strchr(*l, '=');
                 char *k;
 
-                if (!eq || eq == *l || eq[1] == '\0' || !text_is_valid(*l, AGENT_STRING_MAX))
+                if (!eq || eq == *l || eq[1] == '\0' || !string_is_valid_text(*l, AGENT_STRING_MAX))
                         return -EINVAL;
                 k = strndup(*l, eq - *l);
                 if (!k)
@@ -1165,8 +1123,8 @@ int agent_enroll(sd_event *event, const AgentEnrollParams *params, AgentRequestC
         if (!params->token || !role_is_agent(params->role) || !ztna_id_is_valid(params->id) ||
             params->key_type < 0 || params->key_type >= _KEY_TYPE_MAX)
                 return -EINVAL;
-        if ((params->version && !text_is_valid(params->version, AGENT_STRING_MAX)) ||
-            (params->private_ip && !text_is_valid(params->private_ip, AGENT_STRING_MAX)) ||
+        if ((params->version && !string_is_valid_text(params->version, AGENT_STRING_MAX)) ||
+            (params->private_ip && !string_is_valid_text(params->private_ip, AGENT_STRING_MAX)) ||
             (params->expected_trust_domain && !spiffe_trust_domain_is_valid(params->expected_trust_domain)))
                 return -EINVAL;
 
@@ -1300,7 +1258,7 @@ static int request_setup_identity(sd_event *event, RequestKind kind, const Agent
                         r = crypto_x509_stack_new(certs + 1, identity->n_chain - 1, &intermediates);
                 if (r >= 0)
                         r = tls_context_set_identity(req->tls_context, certs[0], intermediates, req->current_key);
-                x509_array_free(certs, identity->n_chain);
+                crypto_x509_array_unref(certs, identity->n_chain);
         }
         if (r < 0)
                 return r;

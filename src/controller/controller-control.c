@@ -25,6 +25,7 @@
 #include "hashmap.h"
 #include "log.h"
 #include "net-grpc.h"
+#include "net-proto.h"
 #include "net-h2.h"
 #include "net-tls.h"
 #include "string-util.h"
@@ -104,21 +105,10 @@ static bool log_limit_pass(LogLimit *l) {
         return true;
 }
 
-static Ztna__V1__Role role_to_proto(SpiffeRole role) {
-        switch (role) {
-        case SPIFFE_ROLE_CONNECTOR:
-                return ZTNA__V1__ROLE__ROLE_CONNECTOR;
-        case SPIFFE_ROLE_TUNNELER:
-                return ZTNA__V1__ROLE__ROLE_TUNNELER;
-        default:
-                return ZTNA__V1__ROLE__ROLE_UNSPECIFIED;
-        }
-}
-
 
 /* A text field fit for the store and for listings: bounded, no control characters. */
 static bool text_is_valid(const char *s) {
-        return s && strnlen(s, STORE_STRING_MAX + 1) <= STORE_STRING_MAX && !string_has_cc(s, NULL);
+        return string_is_valid_text(s, STORE_STRING_MAX);
 }
 
 /* Relayed text goes into logs only when it cannot forge lines there. */
@@ -403,7 +393,7 @@ static int session_send_config(ControlSession *s, const StoreAgent *agent) {
         Ztna__V1__AgentConfig config = ZTNA__V1__AGENT_CONFIG__INIT;
         Ztna__V1__ControllerMessage msg = ZTNA__V1__CONTROLLER_MESSAGE__INIT;
 
-        config.role = role_to_proto(agent->role);
+        config.role = proto_role_from_spiffe(agent->role);
         config.id = agent->id;
         config.spiffe_id = agent->spiffe_id;
         config.remote_network = (char *) strempty(agent->remote_network);

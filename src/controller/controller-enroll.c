@@ -23,6 +23,7 @@
 #include "log.h"
 #include "net-grpc-frame.h"
 #include "net-grpc.h"
+#include "net-proto.h"
 #include "net-h2.h"
 #include "net-tls.h"
 #include "random-util.h"
@@ -54,21 +55,6 @@
  * no locking; one Manager per process. */
 static size_t n_challenges = 0;
 static Hashmap *challenges_by_source = NULL;
-
-static Ztna__V1__Role role_to_proto(SpiffeRole role) {
-        switch (role) {
-        case SPIFFE_ROLE_CONTROLLER:
-                return ZTNA__V1__ROLE__ROLE_CONTROLLER;
-        case SPIFFE_ROLE_CONNECTOR:
-                return ZTNA__V1__ROLE__ROLE_CONNECTOR;
-        case SPIFFE_ROLE_TUNNELER:
-                return ZTNA__V1__ROLE__ROLE_TUNNELER;
-        case SPIFFE_ROLE_RELAY:
-                return ZTNA__V1__ROLE__ROLE_RELAY;
-        default:
-                return ZTNA__V1__ROLE__ROLE_UNSPECIFIED;
-        }
-}
 
 /* CA errors about the CSR or id are the agent's to fix; anything else is ours. */
 static bool issue_error_is_request(int r) {
@@ -302,9 +288,7 @@ static int enroll_on_message(GrpcCall *call, ProtobufCMessage *msg, void *userda
                 refusal = "token expired";
         else if (stored->used_at != 0)
                 refusal = "token already used";
-        else if (req->role != ZTNA__V1__ROLE__ROLE_UNSPECIFIED &&
-                 !((req->role == ZTNA__V1__ROLE__ROLE_CONNECTOR && role == SPIFFE_ROLE_CONNECTOR) ||
-                   (req->role == ZTNA__V1__ROLE__ROLE_TUNNELER && role == SPIFFE_ROLE_TUNNELER)))
+        else if (req->role != ZTNA__V1__ROLE__ROLE_UNSPECIFIED && req->role != proto_role_from_spiffe(role))
                 refusal = "token is for another role";
         if (refusal) {
                 audit(m, call, AUDIT_TOKEN_REFUSED,
@@ -384,7 +368,7 @@ static int enroll_on_message(GrpcCall *call, ProtobufCMessage *msg, void *userda
                               .reason = r > 0 ? "replaced a revoked agent" : NULL });
 
         Ztna__V1__AgentConfig config = ZTNA__V1__AGENT_CONFIG__INIT;
-        config.role = role_to_proto(role);
+        config.role = proto_role_from_spiffe(role);
         config.id = req->id;
         config.spiffe_id = spiffe->uri;
         config.remote_network = t->remote_network ?: (char *) "";

@@ -193,3 +193,8 @@ int crypto_x509_stack_new(X509 *const *certs, size_t n, STACK_OF(X509) **ret) {
         *ret = TAKE_PTR(stack);
         return 0;
 }
+
+void crypto_x509_array_unref(X509 **certs, size_t n) {
+        for (size_t k = 0; k < n; k++)
+                crypto_x509_unref(certs[k]);
+}

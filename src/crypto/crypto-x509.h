@@ -34,6 +34,8 @@ int crypto_x509_get_public_key_der(X509 *cert, uint8_t **ret, size_t *ret_size);
 int crypto_x509_check_issued(X509 *issuer, X509 *cert);
 /* Drops a reference (NULL allowed), for _cleanup_ in code that does not include OpenSSL headers. */
 void crypto_x509_unref(X509 *cert);
+/* Drops a reference to each of n certificates. */
+void crypto_x509_array_unref(X509 **certs, size_t n);
 /* Takes a new reference and returns cert, so a certificate can outlive its owner; NULL for NULL, and when
  * OpenSSL cannot count the reference (treat as -ENOMEM). */
 X509 *crypto_x509_ref(X509 *cert);

@@ -173,3 +173,7 @@ int free_and_strdup(char **p, const char *s) {
         *p = t;
         return 1;
 }
+
+bool string_is_valid_text(const char *s, size_t max) {
+        return s && strnlen(s, max + 1) <= max && !string_has_cc(s, NULL);
+}

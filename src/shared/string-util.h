@@ -31,6 +31,8 @@ char *ascii_strlower(char *s);
 bool string_has_cc(const char *s, const char *ok) _pure_;
 /* Whether s consists only of printable ASCII (0x20–0x7e). The empty string counts as printable. */
 bool string_is_printable_ascii(const char *s) _pure_;
+/* Text fit for a record or a listing: non-NULL, at most max bytes, no control characters. */
+bool string_is_valid_text(const char *s, size_t max) _pure_;
 
 /* NULL-safe equality: two NULLs are equal, NULL and a string are not. */
 static inline bool streq_ptr(const char *a, const char *b) {

@@ -134,3 +134,14 @@ TEST(free_and_strdup) {
         ASSERT_NULL(s);
         ASSERT_EQ(free_and_strdup(&s, NULL), 0);
 }
+
+TEST(string_is_valid_text) {
+        ASSERT_TRUE(string_is_valid_text("", 0));
+        ASSERT_TRUE(string_is_valid_text("v1.2 beta", 9));
+        ASSERT_FALSE(string_is_valid_text("v1.2 beta", 8));
+        ASSERT_FALSE(string_is_valid_text(NULL, 10));
+        ASSERT_FALSE(string_is_valid_text("a\nb", 10));
+        ASSERT_FALSE(string_is_valid_text("a\tb", 10));
+        ASSERT_FALSE(string_is_valid_text("\x1b[2J", 10));
+        ASSERT_TRUE(string_is_valid_text("ünïcode", 10));
+}

@@ -1,0 +1,15 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+#pragma once
+
+/* Small decisions the agent's controller clients (agent-enroll, agent-control) share. */
+
+#include <stdbool.h>
+
+#include "macro.h"
+#include "net-grpc-status.h"
+
+/* Failures that mean "nobody usable answered at that address": try the next one. */
+bool agent_error_is_unreachable(int error) _const_;
+/* Statuses by which the controller answers us ("token already used") rather than fails: the message is
+ * meant for the user. */
+bool agent_status_is_refusal(GrpcStatus s) _const_;
