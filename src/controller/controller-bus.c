@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <systemd/sd-bus.h>
 
+#include "bus-util.h"
 #include "config.h"
 #include "controller-audit.h"
 #include "controller-bus.h"
@@ -778,32 +779,6 @@ static const sd_bus_vtable controller_vtable[] = {
         SD_BUS_VTABLE_END,
 };
 
-static int bus_open(sd_bus **ret) {
-        _cleanup_(sd_bus_unrefp) sd_bus *bus = NULL;
-        const char *address;
-        int r;
-
-        address = secure_getenv("ZTNA_BUS_ADDRESS");
-        if (isempty(address))
-                return sd_bus_open_system(ret);
-
-        r = sd_bus_new(&bus);
-        if (r < 0)
-                return r;
-        r = sd_bus_set_address(bus, address);
-        if (r < 0)
-                return r;
-        r = sd_bus_set_bus_client(bus, true);
-        if (r < 0)
-                return r;
-        r = sd_bus_start(bus);
-        if (r < 0)
-                return r;
-
-        *ret = TAKE_PTR(bus);
-        return 0;
-}
-
 int manager_connect_bus(Manager *m) {
         _cleanup_(sd_bus_flush_close_unrefp) sd_bus *bus = NULL;
         int r;
@@ -812,11 +787,9 @@ int manager_connect_bus(Manager *m) {
         assert(m->event);
         assert(!m->bus);
 
-        r = bus_open(&bus);
+        r = bus_open_ztna(/* user= */ false, &bus);
         if (r < 0)
-                return log_error_errno(r, "Failed to connect to %s: %m",
-                                       isempty(secure_getenv("ZTNA_BUS_ADDRESS")) ? "the system bus" :
-                                                                                     "the bus at $ZTNA_BUS_ADDRESS");
+                return log_error_errno(r, "Failed to connect to %s: %m", bus_ztna_description(false));
 
         (void) sd_bus_set_description(bus, "bus-api-controller");
 

@@ -83,8 +83,6 @@ struct ControllerCa {
         usec_t server_issued_at, server_not_after;
 };
 
-DEFINE_TRIVIAL_CLEANUP_FUNC(X509 *, crypto_x509_unref);
-
 static usec_t now_or(usec_t t) {
         return t > 0 ? t : now(CLOCK_REALTIME);
 }

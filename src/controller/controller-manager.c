@@ -13,6 +13,7 @@
 #include "controller-enroll.h"
 #include "controller-manager.h"
 #include "crypto-x509.h"
+#include "event-util.h"
 #include "log.h"
 #include "macro.h"
 #include "string-util.h"
@@ -473,17 +474,7 @@ int manager_new(const ManagerOptions *options, Manager **ret) {
                 return log_error_errno(r, "Failed to allocate the event loop: %m");
         (void) sd_event_set_watchdog(m->event, true);
 
-        /* Writing to a peer that closed must be an error, not a signal. */
-        (void) signal(SIGPIPE, SIG_IGN);
-        sigset_t mask;
-        sigemptyset(&mask);
-        sigaddset(&mask, SIGTERM);
-        sigaddset(&mask, SIGINT);
-        if (sigprocmask(SIG_BLOCK, &mask, NULL) < 0)
-                return log_error_errno(errno, "Failed to block SIGTERM and SIGINT: %m");
-        r = sd_event_add_signal(m->event, NULL, SIGTERM, on_signal, m);
-        if (r >= 0)
-                r = sd_event_add_signal(m->event, NULL, SIGINT, on_signal, m);
+        r = event_add_stop_signals(m->event, on_signal, m);
         if (r < 0)
                 return log_error_errno(r, "Failed to watch SIGTERM and SIGINT: %m");
 

@@ -9,6 +9,7 @@
 
 #include <openssl/x509.h>
 
+#include "macro.h"
 #include "time-util.h"
 
 /* Largest certificate DER accepted. */
@@ -34,6 +35,7 @@ int crypto_x509_get_public_key_der(X509 *cert, uint8_t **ret, size_t *ret_size);
 int crypto_x509_check_issued(X509 *issuer, X509 *cert);
 /* Drops a reference (NULL allowed), for _cleanup_ in code that does not include OpenSSL headers. */
 void crypto_x509_unref(X509 *cert);
+DEFINE_TRIVIAL_CLEANUP_FUNC(X509 *, crypto_x509_unref);
 /* Drops a reference to each of n certificates. */
 void crypto_x509_array_unref(X509 **certs, size_t n);
 /* Takes a new reference and returns cert, so a certificate can outlive its owner; NULL for NULL, and when
