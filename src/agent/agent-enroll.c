@@ -76,6 +76,7 @@ struct AgentRequest {
 
         /* Enroll */
         char *token;                    /* SECRET */
+        bool id_is_default;
         EnrollmentToken *parsed_token;
         const char *token_reason;       /* static, from the parser */
         int token_error;
@@ -408,6 +409,11 @@ static int enroll_take_config(AgentRequest *req, const Ztna__V1__EnrollResponse 
 
         if (!c)
                 return request_finish(req, -EBADMSG, "controller at %s sent no configuration", req->current);
+        /* Our id was only a guess: the controller used the one the token is bound to. */
+        if (req->id_is_default && ztna_id_is_valid(c->id) && !streq_ptr(c->id, req->id)) {
+                if (free_and_strdup(&req->id, c->id) < 0)
+                        return request_finish(req, -ENOMEM, "out of memory");
+        }
         if (c->role != proto_role_from_spiffe(req->role) || !streq_ptr(c->id, req->id))
                 return request_finish(req, -EBADMSG, "controller at %s configured another agent", req->current);
         if (c->heartbeat_interval_seconds == 0 || c->heartbeat_interval_seconds > AGENT_HEARTBEAT_INTERVAL_MAX)
@@ -725,6 +731,7 @@ static int request_start_call(AgentRequest *req) {
                 msg.n_labels = n;
                 msg.labels = n > 0 ? ptrs : NULL;
                 msg.role = proto_role_from_spiffe(req->role);
+                msg.id_is_default = req->id_is_default;
                 r = grpc_client_call_send(req->call, &msg.base);
                 if (r >= 0)
                         r = grpc_client_call_close_send(req->call);
@@ -1133,6 +1140,7 @@ int agent_enroll(sd_event *event, const AgentEnrollParams *params, AgentRequestC
                 return r;
         req->role = params->role;
         req->key_type = params->key_type;
+        req->id_is_default = params->id_is_default;
         if (params->connect_timeout > 0)
                 req->connect_timeout = params->connect_timeout;
         if (params->call_timeout > 0)

@@ -64,6 +64,9 @@ typedef struct AgentEnrollParams {
         const char *token;          /* "ztna1-…": secret; copied, wiped after use, never logged */
         SpiffeRole role;            /* SPIFFE_ROLE_CONNECTOR or SPIFFE_ROLE_TUNNELER */
         const char *id;             /* [A-Za-z0-9._-]{1,128} */
+        /* id is only a default (the host name): when the token is bound to an id, the controller enrolls
+         * under that one and the identity carries it. */
+        bool id_is_default;
         const char *version;        /* may be NULL */
         const char *private_ip;     /* may be NULL */
         char **labels;              /* "key=value" strv, may be NULL */

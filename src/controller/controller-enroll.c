@@ -297,13 +297,16 @@ static int enroll_on_message(GrpcCall *call, ProtobufCMessage *msg, void *userda
                 return grpc_call_finish(call, GRPC_STATUS_PERMISSION_DENIED, refusal);
         }
 
-        r = spiffe_id_new_ztna(controller_ca_get_trust_domain(m->ca), role, req->id, &spiffe);
+        /* An id the agent only guessed (its host name) gives way to the one the token is bound to. */
+        char *id = req->id_is_default && stored->bound_id ? stored->bound_id : req->id;
+
+        r = spiffe_id_new_ztna(controller_ca_get_trust_domain(m->ca), role, id, &spiffe);
         if (r < 0) {
-                log_error_errno(r, "Failed to build the SPIFFE ID for agent '%s': %m", req->id);
+                log_error_errno(r, "Failed to build the SPIFFE ID for agent '%s': %m", id);
                 return enroll_fail_internal(m, call, spiffe, token_id);
         }
 
-        r = controller_ca_issue(m->ca, role, req->id, req->csr.data, req->csr.len, now(CLOCK_REALTIME),
+        r = controller_ca_issue(m->ca, role, id, req->csr.data, req->csr.len, now(CLOCK_REALTIME),
                                 &issued, &reason);
         if (r < 0 && issue_error_is_request(r)) {
                 audit(m, call, AUDIT_ENROLLMENT_REFUSED,
@@ -325,7 +328,7 @@ static int enroll_on_message(GrpcCall *call, ProtobufCMessage *msg, void *userda
         agent = (StoreAgent) {
                 .spiffe_id = spiffe->uri,
                 .role = role,
-                .id = req->id,
+                .id = id,
                 .public_key = issued.public_key,
                 .public_key_size = issued.public_key_size,
                 .version = isempty(req->version) ? NULL : req->version,
@@ -369,7 +372,7 @@ static int enroll_on_message(GrpcCall *call, ProtobufCMessage *msg, void *userda
 
         Ztna__V1__AgentConfig config = ZTNA__V1__AGENT_CONFIG__INIT;
         config.role = proto_role_from_spiffe(role);
-        config.id = req->id;
+        config.id = id;
         config.spiffe_id = spiffe->uri;
         config.remote_network = t->remote_network ?: (char *) "";
         config.n_groups = strv_length(t->groups);

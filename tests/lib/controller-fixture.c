@@ -160,10 +160,16 @@ void controller_fixture_stop_in(ControllerFixture *c, sd_event *e) {
 }
 
 void controller_fixture_add_token(ControllerFixture *c, SpiffeRole role, char **ret, char **ret_wrong_pin) {
+        controller_fixture_add_token_bound(c, role, NULL, ret, ret_wrong_pin);
+}
+
+void controller_fixture_add_token_bound(ControllerFixture *c, SpiffeRole role, const char *bound_id, char **ret,
+                                        char **ret_wrong_pin) {
         _cleanup_(store_freep) Store *s = NULL;
         _cleanup_(token_freep) EnrollmentToken *t = NULL;
         StoreToken st = {
                 .role = role,
+                .bound_id = (char *) bound_id,
                 .created_by = (char *) "test",
                 .created_at = now(CLOCK_REALTIME),
                 .expires_at = now(CLOCK_REALTIME) + USEC_PER_HOUR,

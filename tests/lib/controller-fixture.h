@@ -47,3 +47,6 @@ void controller_fixture_stop_in(ControllerFixture *c, sd_event *e);
  * *ret_wrong_pin (may be NULL) gets the same token pinning another root. Free both with
  * erase_and_free_string(). */
 void controller_fixture_add_token(ControllerFixture *c, SpiffeRole role, char **ret, char **ret_wrong_pin);
+/* The same, bound to the agent id bound_id (NULL: unbound). */
+void controller_fixture_add_token_bound(ControllerFixture *c, SpiffeRole role, const char *bound_id, char **ret,
+                                        char **ret_wrong_pin);

@@ -341,6 +341,45 @@ TEST(enroll_token_reused) {
         controller_fixture_stop(&c);
 }
 
+/* A host-name default gives way to the id the token is bound to; an id the operator chose does not. */
+static void enroll_bound(bool id_is_default) {
+        _cleanup_(agent_identity_done) AgentIdentity i = {};
+        _cleanup_(erase_and_free_stringp) char *token = NULL;
+        _cleanup_free_ char *reason = NULL;
+        ControllerFixture c;
+
+        setup();
+        controller_fixture_init(&c, NULL);
+        controller_fixture_add_token_bound(&c, SPIFFE_ROLE_CONNECTOR, "bound-1", &token, NULL);
+        controller_fixture_start(&c);
+
+        AgentEnrollParams p = {
+                .token = token,
+                .role = SPIFFE_ROLE_CONNECTOR,
+                .id = "myhost",
+                .id_is_default = id_is_default,
+                .key_type = KEY_TYPE_ECDSA_P256,
+        };
+        if (id_is_default) {
+                ASSERT_OK(agent_enroll_sync(&p, &i, &reason));
+                ASSERT_STREQ(i.id, "bound-1");
+                assert_identity_valid(&i, "spiffe://" TRUST_DOMAIN "/connector/bound-1");
+        } else {
+                ASSERT_ERROR(agent_enroll_sync(&p, &i, &reason), EACCES);
+                ASSERT_STRSTR(reason, "bound");
+                ASSERT_NULL(i.id);
+        }
+        controller_fixture_stop(&c);
+}
+
+TEST(enroll_default_id_takes_bound_id) {
+        enroll_bound(true);
+}
+
+TEST(enroll_chosen_id_must_match_bound_id) {
+        enroll_bound(false);
+}
+
 TEST(enroll_wrong_role) {
         _cleanup_(agent_identity_done) AgentIdentity i = {};
         _cleanup_(erase_and_free_stringp) char *token = NULL;
