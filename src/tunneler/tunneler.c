@@ -1,0 +1,9 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+
+/* ztna-tunneler: enroll | run. Everything is shared with the other agent (src/agent/agent-main.c). */
+
+#include "agent-main.h"
+
+int main(int argc, char *argv[]) {
+        return agent_main(SPIFFE_ROLE_TUNNELER, argc, argv);
+}
