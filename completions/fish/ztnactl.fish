@@ -54,10 +54,13 @@ complete -c ztnactl -l version -d 'Show the version'
 complete -c ztnactl -l json -d 'Output JSON'
 complete -c ztnactl -l no-legend -d 'Omit headers, footers and hints'
 complete -c ztnactl -l no-ask-password -d 'Do not ask for a password to authorize'
+complete -c ztnactl -l user -d 'Talk to the agents of the session bus'
 
 complete -c ztnactl -n __ztnactl_needs_object -a token -d 'Enrollment tokens'
 complete -c ztnactl -n __ztnactl_needs_object -a agents -d 'Enrolled agents'
 complete -c ztnactl -n __ztnactl_needs_object -a ca -d 'The certificate authority'
+complete -c ztnactl -n __ztnactl_needs_object -a status -d 'Show the state of the agents on this host'
+complete -c ztnactl -n __ztnactl_needs_object -a health -d 'Tell whether the agents on this host are online'
 
 complete -c ztnactl -n '__ztnactl_needs_verb token' -a create -d 'Create a one-time enrollment token'
 complete -c ztnactl -n '__ztnactl_needs_verb token' -a list -d 'List tokens'
@@ -67,6 +70,10 @@ complete -c ztnactl -n '__ztnactl_needs_verb agents' -a revoke -d 'Revoke an age
 complete -c ztnactl -n '__ztnactl_needs_verb agents' -a renew -d 'Ask an agent to renew its certificate now'
 complete -c ztnactl -n '__ztnactl_needs_verb ca' -a status -d 'Show the controller and its CAs'
 complete -c ztnactl -n '__ztnactl_needs_verb ca' -a rotate -d 'Start a staged root CA rotation'
+for c in status health
+    complete -c ztnactl -n "__ztnactl_needs_verb $c" -a connector -d ztna-connector
+    complete -c ztnactl -n "__ztnactl_needs_verb $c" -a tunneler -d ztna-tunneler
+end
 
 complete -c ztnactl -n '__ztnactl_using token create' -l role -x -a 'connector tunneler' -d 'Agent role'
 complete -c ztnactl -n '__ztnactl_using token create' -l id -x -d 'Bind the token to this agent id'

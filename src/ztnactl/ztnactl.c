@@ -1,9 +1,11 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 
 /* ztnactl: local administration of the controller over org.ztna.Controller1 on the system bus (or
- * $ZTNA_BUS_ADDRESS). One function per verb, a verb table to dispatch, human tables or --json.
+ * $ZTNA_BUS_ADDRESS), and the state of the agents on this host (org.ztna.Connector1, org.ztna.Tunneler1;
+ * the session bus with --user). One function per verb, a verb table to dispatch, human tables or --json.
  *
- * Exit status: 0 success, 1 the operation failed (the controller's error message is printed), 2 usage. */
+ * Exit status: 0 success, 1 the operation failed (the controller's error message is printed), 2 usage;
+ * status: 3 when an agent asked about is not running; health: 1 when one is not online. */
 
 #include <assert.h>
 #include <errno.h>
@@ -17,6 +19,7 @@
 #include <sys/stat.h>
 #include <systemd/sd-bus.h>
 
+#include "bus-util.h"
 #include "config.h"
 #include "fileio.h"
 #include "hexdecoct.h"
@@ -54,6 +57,7 @@ typedef enum VerbOption {
 static bool arg_json = false;
 static bool arg_legend = true;
 static bool arg_ask_password = true;
+static bool arg_user = false;
 static const char *arg_role = NULL;
 static const char *arg_id = NULL;
 static const char *arg_network = NULL;
@@ -264,27 +268,11 @@ static void json_free_erase(void *p) {
 
 static int bus_connect(sd_bus **ret) {
         _cleanup_(sd_bus_flush_close_unrefp) sd_bus *bus = NULL;
-        const char *address = secure_getenv("ZTNA_BUS_ADDRESS");
         int r;
 
-        if (isempty(address)) {
-                r = sd_bus_open_system(&bus);
-                if (r < 0)
-                        return log_error_errno(r, "Failed to connect to the system bus: %m");
-        } else {
-                r = sd_bus_new(&bus);
-                if (r < 0)
-                        return log_oom();
-                r = sd_bus_set_address(bus, address);
-                if (r < 0)
-                        return log_error_errno(r, "Invalid $ZTNA_BUS_ADDRESS: %m");
-                r = sd_bus_set_bus_client(bus, true);
-                if (r < 0)
-                        return log_error_errno(r, "Failed to set up the bus connection: %m");
-                r = sd_bus_start(bus);
-                if (r < 0)
-                        return log_error_errno(r, "Failed to connect to the bus at $ZTNA_BUS_ADDRESS: %m");
-        }
+        r = bus_open_ztna(arg_user, &bus);
+        if (r < 0)
+                return log_error_errno(r, "Failed to connect to %s: %m", bus_ztna_description(arg_user));
 
         /* polkit may then ask for a password instead of refusing outright. */
         r = sd_bus_set_allow_interactive_authorization(bus, arg_ask_password);
@@ -943,17 +931,431 @@ static int verb_ca_rotate(sd_bus *bus, char **args) {
         return 0;
 }
 
+/* --- the agents on this host (status, health) --- */
+
+/* Read-only: GetAll is open to everyone by the agents' bus policy, so no polkit and no password. */
+
+typedef struct AgentDaemon {
+        const char *role;       /* the command-line argument and the JSON key */
+        const char *unit;       /* how the administrator knows it */
+        const char *bus_name;   /* = its interface */
+        const char *bus_path;
+} AgentDaemon;
+
+static const AgentDaemon agent_daemons[] = {
+        { "connector", "ztna-connector", "org.ztna.Connector1", "/org/ztna/Connector1" },
+        { "tunneler", "ztna-tunneler", "org.ztna.Tunneler1", "/org/ztna/Tunneler1" },
+};
+
+/* systemctl status's exit status for "not running" (LSB: program is not running). */
+#define EXIT_NOT_RUNNING 3
+
+/* What GetAll said. Strings point into the reply, which outlives the struct. */
+typedef struct AgentStatus {
+        const char *state, *id, *spiffe_id, *trust_domain, *remote_network, *controller, *last_error, *version;
+        char **groups, **controllers;
+        uint64_t not_before, not_after, last_heartbeat;
+        uint64_t renewals, renewal_failures, reconnects, streams_active, streams_total, bytes_in, bytes_out,
+                denials;
+        uint32_t peers;
+} AgentStatus;
+
+static void agent_status_done(AgentStatus *s) {
+        strv_free(s->groups);
+        strv_free(s->controllers);
+        *s = (AgentStatus) {};
+}
+
+/* The properties we show, by D-Bus type; others (a newer daemon's) are skipped. */
+static const struct {
+        const char *name;
+        char type;
+        size_t offset;
+} agent_status_properties[] = {
+        { "State", 's', offsetof(AgentStatus, state) },
+        { "Id", 's', offsetof(AgentStatus, id) },
+        { "SpiffeId", 's', offsetof(AgentStatus, spiffe_id) },
+        { "TrustDomain", 's', offsetof(AgentStatus, trust_domain) },
+        { "RemoteNetwork", 's', offsetof(AgentStatus, remote_network) },
+        { "Groups", 'a', offsetof(AgentStatus, groups) },
+        { "Controllers", 'a', offsetof(AgentStatus, controllers) },
+        { "Controller", 's', offsetof(AgentStatus, controller) },
+        { "CertificateNotBefore", 't', offsetof(AgentStatus, not_before) },
+        { "CertificateNotAfter", 't', offsetof(AgentStatus, not_after) },
+        { "LastHeartbeat", 't', offsetof(AgentStatus, last_heartbeat) },
+        { "LastError", 's', offsetof(AgentStatus, last_error) },
+        { "Version", 's', offsetof(AgentStatus, version) },
+        { "Renewals", 't', offsetof(AgentStatus, renewals) },
+        { "RenewalFailures", 't', offsetof(AgentStatus, renewal_failures) },
+        { "Reconnects", 't', offsetof(AgentStatus, reconnects) },
+        { "StreamsActive", 't', offsetof(AgentStatus, streams_active) },
+        { "StreamsTotal", 't', offsetof(AgentStatus, streams_total) },
+        { "BytesIn", 't', offsetof(AgentStatus, bytes_in) },
+        { "BytesOut", 't', offsetof(AgentStatus, bytes_out) },
+        { "Denials", 't', offsetof(AgentStatus, denials) },
+        { "Peers", 'u', offsetof(AgentStatus, peers) },
+};
+
+static int agent_status_read_property(sd_bus_message *reply, AgentStatus *s) {
+        const char *name;
+        int r;
+
+        r = sd_bus_message_read(reply, "s", &name);
+        if (r < 0)
+                return r;
+
+        for (size_t i = 0; i < ELEMENTSOF(agent_status_properties); i++) {
+                void *p = (uint8_t *) s + agent_status_properties[i].offset;
+                char type = agent_status_properties[i].type;
+
+                if (!streq(agent_status_properties[i].name, name))
+                        continue;
+
+                /* A property of another type is an error (-ENXIO), not something to guess about. */
+                r = sd_bus_message_enter_container(reply, 'v', type == 'a' ? "as" : (char[]) { type, 0 });
+                if (r < 0)
+                        return r;
+                if (type == 'a') {
+                        *(char ***) p = strv_free(*(char ***) p);
+                        r = sd_bus_message_read_strv(reply, (char ***) p);
+                } else
+                        r = sd_bus_message_read_basic(reply, type, p);
+                if (r < 0)
+                        return r;
+                return sd_bus_message_exit_container(reply);
+        }
+
+        return sd_bus_message_skip(reply, "v");
+}
+
+static int agent_status_parse(sd_bus_message *reply, AgentStatus *s) {
+        int r;
+
+        r = sd_bus_message_enter_container(reply, 'a', "{sv}");
+        if (r < 0)
+                return r;
+        while ((r = sd_bus_message_enter_container(reply, 'e', "sv")) > 0) {
+                r = agent_status_read_property(reply, s);
+                if (r < 0)
+                        return r;
+                r = sd_bus_message_exit_container(reply);
+                if (r < 0)
+                        return r;
+        }
+        if (r < 0)
+                return r;
+        return sd_bus_message_exit_container(reply);
+}
+
+/* *ret_reply = NULL (and 0) when the daemon is not on the bus. The daemon is never started for this. */
+static int agent_status_get(sd_bus *bus, const AgentDaemon *d, sd_bus_message **ret_reply, AgentStatus *ret) {
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *call = NULL, *reply = NULL;
+        _cleanup_(sd_bus_error_free) sd_bus_error error = SD_BUS_ERROR_NULL;
+        _cleanup_(agent_status_done) AgentStatus s = {};
+        int r;
+
+        r = sd_bus_message_new_method_call(bus, &call, d->bus_name, d->bus_path, "org.freedesktop.DBus.Properties",
+                                           "GetAll");
+        if (r < 0)
+                return log_error_errno(r, "Failed to create a GetAll call: %m");
+        r = sd_bus_message_append(call, "s", d->bus_name);
+        if (r < 0)
+                return log_oom();
+        r = sd_bus_message_set_auto_start(call, false);
+        if (r < 0)
+                return log_error_errno(r, "Failed to create a GetAll call: %m");
+
+        r = sd_bus_call(bus, call, 0, &error, &reply);
+        if (r < 0) {
+                if (sd_bus_error_has_names(&error, SD_BUS_ERROR_NAME_HAS_NO_OWNER, SD_BUS_ERROR_SERVICE_UNKNOWN)) {
+                        *ret_reply = NULL;
+                        *ret = (AgentStatus) {};
+                        return 0;
+                }
+                return log_error_errno(r, "Failed to read the state of %s: %s", d->unit,
+                                       bus_error_message(&error, r));
+        }
+
+        r = agent_status_parse(reply, &s);
+        if (r < 0)
+                return log_error_errno(r, "Failed to parse the state of %s: %m", d->unit);
+
+        *ret_reply = TAKE_PTR(reply);
+        *ret = s;
+        s = (AgentStatus) {};
+        return 1;
+}
+
+/* "Sat 2026-11-21 22:30:00 CET", local time as systemctl shows it; "-" for 0. */
+static const char *format_time_local(char buf[static TIME_STRING_MAX], usec_t t) {
+        struct tm tm;
+        time_t sec;
+
+        if (t == 0 || t == USEC_INFINITY || t / USEC_PER_SEC > (usec_t) INT64_MAX)
+                return "-";
+        sec = (time_t) (t / USEC_PER_SEC);
+        if (!localtime_r(&sec, &tm) || strftime(buf, TIME_STRING_MAX, "%a %Y-%m-%d %H:%M:%S %Z", &tm) == 0)
+                return "-";
+        return buf;
+}
+
+/* "  Label: value", the value made safe for a terminal (the daemon relays the controller's words). */
+static void agent_status_print_field(const char *label, const char *value) {
+        _cleanup_free_ char *v = sanitize_cell(value);
+
+        printf("%16s: %s\n", label, v ?: "-");
+}
+
+static int agent_status_print(const AgentDaemon *d, const AgentStatus *s) {
+        char when[TIME_STRING_MAX], rel[TIME_STRING_MAX], line[2 * TIME_STRING_MAX + 64];
+        _cleanup_free_ char *list = NULL;
+        usec_t n = now(CLOCK_REALTIME);
+
+        printf("%s (%s)\n", d->unit, d->bus_name);
+        agent_status_print_field("State", s->state);
+        agent_status_print_field("Id", s->id);
+        agent_status_print_field("SPIFFE ID", s->spiffe_id);
+        if (!isempty(s->remote_network))
+                agent_status_print_field("Remote network", s->remote_network);
+        if (strv_length(s->groups) > 0) {
+                list = strv_join(s->groups, ", ");
+                if (!list)
+                        return log_oom();
+                agent_status_print_field("Groups", list);
+        }
+        agent_status_print_field("Controller", s->controller);
+
+        if (s->not_after == 0)
+                snprintf(line, sizeof(line), "none");
+        else
+                snprintf(line, sizeof(line), "%s %s (%s)", s->not_after > n ? "valid until" : "expired",
+                         format_time_local(when, s->not_after), format_time_relative(rel, s->not_after, n));
+        agent_status_print_field("Certificate", line);
+
+        agent_status_print_field("Last heartbeat",
+                                 s->last_heartbeat == 0 ? "never" : format_time_relative(rel, s->last_heartbeat, n));
+
+        snprintf(line, sizeof(line), "%" PRIu64 " (%" PRIu64 " failed)", s->renewals, s->renewal_failures);
+        agent_status_print_field("Renewals", line);
+        snprintf(line, sizeof(line), "%" PRIu64, s->reconnects);
+        agent_status_print_field("Reconnects", line);
+        snprintf(line, sizeof(line), "%" PRIu64 " active, %" PRIu64 " total", s->streams_active,
+                 s->streams_total);
+        agent_status_print_field("Streams", line);
+        agent_status_print_field("Version", s->version);
+        agent_status_print_field("Last error", s->last_error);
+        return 0;
+}
+
+static int json_set_counter(json_t *o, const char *key, uint64_t value) {
+        return json_set(o, key, json_integer((json_int_t) MIN(value, (uint64_t) INT64_MAX)));
+}
+
+static json_t *agent_status_to_json(const AgentStatus *s) {
+        json_auto_t *j = json_object();
+
+        if (!j)
+                return NULL;
+        if (json_set_string(j, "state", empty_or_null(s->state)) < 0 ||
+            json_set_string(j, "id", empty_or_null(s->id)) < 0 ||
+            json_set_string(j, "spiffe_id", empty_or_null(s->spiffe_id)) < 0 ||
+            json_set_string(j, "trust_domain", empty_or_null(s->trust_domain)) < 0 ||
+            json_set_string(j, "remote_network", empty_or_null(s->remote_network)) < 0 ||
+            json_set_strv(j, "groups", s->groups) < 0 ||
+            json_set_strv(j, "controllers", s->controllers) < 0 ||
+            json_set_string(j, "controller", empty_or_null(s->controller)) < 0 ||
+            json_set_time(j, "certificate_not_before", s->not_before) < 0 ||
+            json_set_time(j, "certificate_not_after", s->not_after) < 0 ||
+            json_set_time(j, "last_heartbeat", s->last_heartbeat) < 0 ||
+            json_set_string(j, "last_error", empty_or_null(s->last_error)) < 0 ||
+            json_set_string(j, "version", empty_or_null(s->version)) < 0 ||
+            json_set_counter(j, "renewals", s->renewals) < 0 ||
+            json_set_counter(j, "renewal_failures", s->renewal_failures) < 0 ||
+            json_set_counter(j, "reconnects", s->reconnects) < 0 ||
+            json_set_counter(j, "streams_active", s->streams_active) < 0 ||
+            json_set_counter(j, "streams_total", s->streams_total) < 0 ||
+            json_set_counter(j, "bytes_in", s->bytes_in) < 0 ||
+            json_set_counter(j, "bytes_out", s->bytes_out) < 0 ||
+            json_set_counter(j, "denials", s->denials) < 0 ||
+            json_set_counter(j, "peers", s->peers) < 0)
+                return NULL;
+        return TAKE_PTR(j);
+}
+
+/* The daemons a status or health command asks about: the one named, or both. */
+static int agent_daemons_select(char **args, const AgentDaemon **ret_first, size_t *ret_n) {
+        if (strv_length(args) == 0) {
+                *ret_first = agent_daemons;
+                *ret_n = ELEMENTSOF(agent_daemons);
+                return 0;
+        }
+        for (size_t i = 0; i < ELEMENTSOF(agent_daemons); i++)
+                if (streq(args[0], agent_daemons[i].role)) {
+                        *ret_first = &agent_daemons[i];
+                        *ret_n = 1;
+                        return 0;
+                }
+        return -EINVAL;
+}
+
+/* Exit status: 0 when every daemon asked for runs (without an argument: at least one), else 3. */
+static int verb_status(sd_bus *bus, char **args) {
+        json_auto_t *j = NULL;
+        const AgentDaemon *daemons;
+        size_t n, n_running = 0;
+        int r;
+
+        r = agent_daemons_select(args, &daemons, &n);
+        assert(r >= 0);
+
+        if (arg_json) {
+                j = json_object();
+                if (!j)
+                        return log_oom();
+        }
+
+        for (size_t i = 0; i < n; i++) {
+                _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
+                _cleanup_(agent_status_done) AgentStatus s = {};
+                const AgentDaemon *d = &daemons[i];
+
+                r = agent_status_get(bus, d, &reply, &s);
+                if (r < 0)
+                        return r;
+                if (r > 0)
+                        n_running++;
+
+                if (arg_json) {
+                        json_t *o = NULL;
+
+                        if (r > 0) {
+                                o = agent_status_to_json(&s);
+                                if (!o)
+                                        return log_oom();
+                        }
+                        if (json_set(j, d->role, o ?: json_null()) < 0)
+                                return log_oom();
+                        continue;
+                }
+
+                if (i > 0)
+                        putchar('\n');
+                if (r == 0) {
+                        printf("%s: not running\n", d->unit);
+                        continue;
+                }
+                r = agent_status_print(d, &s);
+                if (r < 0)
+                        return r;
+        }
+
+        if (arg_json) {
+                r = json_print(j);
+                if (r < 0)
+                        return r;
+        } else if (fflush(stdout) != 0)
+                return log_error_errno(errno, "Failed to write to stdout: %m");
+
+        if (n_running == n || (strv_length(args) == 0 && n_running > 0))
+                return EXIT_SUCCESS;
+        return EXIT_NOT_RUNNING;
+}
+
+/* Exit status: 0 when every daemon asked for is online (without an argument: every running one, and at
+ * least one runs), else 1. */
+static int verb_health(sd_bus *bus, char **args) {
+        json_auto_t *j = NULL;
+        const AgentDaemon *daemons;
+        size_t n, n_running = 0, n_online = 0;
+        int r;
+
+        r = agent_daemons_select(args, &daemons, &n);
+        assert(r >= 0);
+
+        if (arg_json) {
+                j = json_object();
+                if (!j)
+                        return log_oom();
+        }
+
+        for (size_t i = 0; i < n; i++) {
+                _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
+                _cleanup_(agent_status_done) AgentStatus s = {};
+                _cleanup_free_ char *state = NULL, *why = NULL;
+                const AgentDaemon *d = &daemons[i];
+                bool online;
+
+                r = agent_status_get(bus, d, &reply, &s);
+                if (r < 0)
+                        return r;
+                if (r > 0)
+                        n_running++;
+                online = r > 0 && streq_ptr(s.state, "online");
+                if (online)
+                        n_online++;
+
+                if (arg_json) {
+                        json_t *o = NULL;
+
+                        if (r > 0) {
+                                o = json_object();
+                                if (!o || json_set_string(o, "state", empty_or_null(s.state)) < 0 ||
+                                    json_set(o, "healthy", json_boolean(online)) < 0 ||
+                                    json_set_string(o, "last_error", empty_or_null(s.last_error)) < 0) {
+                                        json_decref(o);
+                                        return log_oom();
+                                }
+                        }
+                        if (json_set(j, d->role, o ?: json_null()) < 0)
+                                return log_oom();
+                        continue;
+                }
+
+                if (r == 0) {
+                        printf("%s: not running\n", d->role);
+                        continue;
+                }
+                state = sanitize_cell(s.state);
+                if (!state)
+                        return log_oom();
+                if (online || isempty(s.last_error)) {
+                        printf("%s: %s\n", d->role, state);
+                        continue;
+                }
+                why = sanitize_cell(s.last_error);
+                if (!why)
+                        return log_oom();
+                printf("%s: %s (%s)\n", d->role, state, why);
+        }
+
+        if (arg_json) {
+                r = json_print(j);
+                if (r < 0)
+                        return r;
+        } else if (fflush(stdout) != 0)
+                return log_error_errno(errno, "Failed to write to stdout: %m");
+
+        if (strv_length(args) == 0 ? n_running > 0 && n_online == n_running : n_online == n)
+                return EXIT_SUCCESS;
+        return EXIT_FAILURE;
+}
+
 /* --- the command line --- */
 
 typedef struct Verb {
         const char *object;
-        const char *name;
-        unsigned n_args;      /* positional arguments after "<object> <verb>" (exactly) */
+        const char *name;     /* NULL: a command of one word ("status") */
+        unsigned n_args;      /* positional arguments after "<object> <verb>" (exactly, or at most if optional) */
         const char *args_help;
         unsigned options;     /* VerbOption mask it accepts */
         unsigned required;    /* …and requires */
+        /* A negative errno (exit status 1), or the exit status. */
         int (*run)(sd_bus *bus, char **args);
+        bool args_optional;
+        const char *const *arg_choices; /* NULL, or the values the arguments may take */
 } Verb;
+
+static const char *const agent_roles[] = { "connector", "tunneler", NULL };
 
 static const Verb verbs[] = {
         { "token", "create", 0, NULL, OPT_ROLE | OPT_ID | OPT_NETWORK | OPT_GROUP | OPT_TTL | OPT_OUTPUT,
@@ -965,6 +1367,8 @@ static const Verb verbs[] = {
         { "agents", "renew", 1, "AGENT", 0, 0, verb_agents_renew },
         { "ca", "status", 0, NULL, 0, 0, verb_ca_status },
         { "ca", "rotate", 0, NULL, 0, 0, verb_ca_rotate },
+        { "status", NULL, 1, "connector or tunneler", 0, 0, verb_status, true, agent_roles },
+        { "health", NULL, 1, "connector or tunneler", 0, 0, verb_health, true, agent_roles },
 };
 
 static const struct {
@@ -992,12 +1396,16 @@ static void help(void) {
                "Certificate authority:\n"
                "  ca status                        Show the controller and its CAs\n"
                "  ca rotate                        Start a staged root CA rotation\n\n"
+               "Agents on this host:\n"
+               "  status [connector|tunneler]      Show the state of ztna-connector and ztna-tunneler\n"
+               "  health [connector|tunneler]      One line each: online, or why not; exit 1 if not\n\n"
                "Options:\n"
                "  -h --help                        Show this help\n"
                "     --version                     Show the version\n"
                "     --json                        Output JSON (times as ISO 8601 UTC and in µs)\n"
                "     --no-legend                   Omit headers, footers and hints\n"
                "     --no-ask-password             Do not ask for a password to authorize\n"
+               "     --user                        Talk to the agents of this user's session bus\n"
                "     --role ROLE                   connector or tunneler\n"
                "     --id ID                       Bind the token to this agent id\n"
                "     --network NET                 Remote network a connector joins\n"
@@ -1005,7 +1413,8 @@ static void help(void) {
                "     --ttl DURATION                Token lifetime, e.g. 30min, 2h (default: the controller's)\n"
                "     --output FILE                 Write the token to FILE (created, mode 0600)\n"
                "     --reason TEXT                 Why the agent is revoked\n\n"
-               "The controller is reached on the system bus, or at $ZTNA_BUS_ADDRESS when set.\n",
+               "The controller and the agents are reached on the system bus (the session bus with --user), or\n"
+               "at $ZTNA_BUS_ADDRESS when set.\n",
                program_invocation_short_name);
 }
 
@@ -1027,6 +1436,7 @@ static int parse_argv(int argc, char *argv[]) {
                 ARG_JSON,
                 ARG_NO_LEGEND,
                 ARG_NO_ASK_PASSWORD,
+                ARG_USER,
                 ARG_ROLE,
                 ARG_ID,
                 ARG_NETWORK,
@@ -1041,6 +1451,7 @@ static int parse_argv(int argc, char *argv[]) {
                 { "json", no_argument, NULL, ARG_JSON },
                 { "no-legend", no_argument, NULL, ARG_NO_LEGEND },
                 { "no-ask-password", no_argument, NULL, ARG_NO_ASK_PASSWORD },
+                { "user", no_argument, NULL, ARG_USER },
                 { "role", required_argument, NULL, ARG_ROLE },
                 { "id", required_argument, NULL, ARG_ID },
                 { "network", required_argument, NULL, ARG_NETWORK },
@@ -1075,6 +1486,10 @@ static int parse_argv(int argc, char *argv[]) {
 
                 case ARG_NO_ASK_PASSWORD:
                         arg_ask_password = false;
+                        break;
+
+                case ARG_USER:
+                        arg_user = true;
                         break;
 
                 case ARG_ROLE:
@@ -1139,9 +1554,10 @@ static int parse_argv(int argc, char *argv[]) {
         return 1;
 }
 
+/* name NULL: the command of one word. */
 static const Verb *verb_find(const char *object, const char *name) {
         for (size_t i = 0; i < ELEMENTSOF(verbs); i++)
-                if (streq(verbs[i].object, object) && streq(verbs[i].name, name))
+                if (streq(verbs[i].object, object) && streq_ptr(verbs[i].name, name))
                         return &verbs[i];
         return NULL;
 }
@@ -1155,6 +1571,7 @@ static bool object_is_known(const char *object) {
 
 /* The verb for argv, after checking its arguments and options; NULL after printing a usage error. */
 static const Verb *verb_select(int argc, char *argv[]) {
+        char command[64];
         const Verb *v;
         unsigned n;
 
@@ -1166,32 +1583,45 @@ static const Verb *verb_select(int argc, char *argv[]) {
                 usage_error("Unknown command '%s'.", argv[0]);
                 return NULL;
         }
-        if (argc < 2) {
-                usage_error("Missing verb after '%s'.", argv[0]);
-                return NULL;
-        }
-        v = verb_find(argv[0], argv[1]);
+        v = verb_find(argv[0], NULL);
         if (!v) {
-                usage_error("Unknown command '%s %s'.", argv[0], argv[1]);
+                if (argc < 2) {
+                        usage_error("Missing verb after '%s'.", argv[0]);
+                        return NULL;
+                }
+                v = verb_find(argv[0], argv[1]);
+                if (!v) {
+                        usage_error("Unknown command '%s %s'.", argv[0], argv[1]);
+                        return NULL;
+                }
+        }
+        /* The command's own words, for messages: "token create", "status". */
+        snprintf(command, sizeof(command), "%s%s%s", v->object, v->name ? " " : "", strempty(v->name));
+
+        n = (unsigned) argc - (v->name ? 2 : 1);
+        if (v->args_optional ? n > v->n_args : n != v->n_args) {
+                if (n < v->n_args)
+                        usage_error("'%s' needs %s.", command, v->args_help);
+                else
+                        usage_error("Too many arguments for '%s'.", command);
                 return NULL;
         }
+        for (unsigned i = 0; v->arg_choices && i < n; i++) {
+                const char *a = argv[argc - n + i];
 
-        n = (unsigned) argc - 2;
-        if (n != v->n_args) {
-                if (n < v->n_args)
-                        usage_error("'%s %s' needs %s.", v->object, v->name, v->args_help);
-                else
-                        usage_error("Too many arguments for '%s %s'.", v->object, v->name);
-                return NULL;
+                if (!strv_contains((char *const *) v->arg_choices, a)) {
+                        usage_error("Unknown argument '%s' for '%s': expected %s.", a, command, v->args_help);
+                        return NULL;
+                }
         }
 
         for (size_t i = 0; i < ELEMENTSOF(option_names); i++) {
                 if ((arg_given & option_names[i].flag) && !(v->options & option_names[i].flag)) {
-                        usage_error("%s does not apply to '%s %s'.", option_names[i].name, v->object, v->name);
+                        usage_error("%s does not apply to '%s'.", option_names[i].name, command);
                         return NULL;
                 }
                 if ((v->required & option_names[i].flag) && !(arg_given & option_names[i].flag)) {
-                        usage_error("'%s %s' needs %s.", v->object, v->name, option_names[i].name);
+                        usage_error("'%s' needs %s.", command, option_names[i].name);
                         return NULL;
                 }
         }
@@ -1218,8 +1648,8 @@ static int run(int argc, char *argv[]) {
         if (r < 0)
                 return EXIT_FAILURE;
 
-        r = v->run(bus, argv + optind + 2);
-        return r < 0 ? EXIT_FAILURE : EXIT_SUCCESS;
+        r = v->run(bus, argv + optind + (v->name ? 2 : 1));
+        return r < 0 ? EXIT_FAILURE : r;
 }
 
 int main(int argc, char *argv[]) {
