@@ -88,12 +88,13 @@ ZTNA_BUILD_DIR="$out/release" /usr/bin/python3 -m pytest -q "$src/tests/integrat
         --junitxml="$out/pytest.xml" -o cache_dir="$out/pytest-cache" </dev/null
 count --junit "$label" "$out/pytest.xml" "$?"
 
-# The controller's suites once more with the ASan+UBSan daemon: every test stops it with SIGTERM and
+# The daemons' suites once more with the ASan+UBSan build: every test stops its daemons with SIGTERM and
 # requires exit status 0, so a leak or undefined behaviour anywhere on those paths fails the test.
-label="integration (pytest, ASan+UBSan controller)"
+label="integration (pytest, ASan+UBSan daemons)"
 note "$label"
 rm -f "$out/pytest-asan.xml"
 ZTNA_BUILD_DIR="$out/asan" /usr/bin/python3 -m pytest -q "$src"/tests/integration/test_controller*.py \
+        "$src"/tests/integration/test_agent*.py \
         --junitxml="$out/pytest-asan.xml" -o cache_dir="$out/pytest-cache" </dev/null
 count --junit "$label" "$out/pytest-asan.xml" "$?"
 
