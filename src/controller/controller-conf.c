@@ -98,11 +98,6 @@ static CONFIG_PARSER_PROTOTYPE(config_parse_key_type) {
         return 0;
 }
 
-static bool host_is_unspecified(const HostPort *hp) {
-        return (hp->family == AF_INET && streq(hp->host, "0.0.0.0")) ||
-               (hp->family == AF_INET6 && streq(hp->host, "::"));
-}
-
 /* Appends the words of value to l, all or nothing: a bad word leaves the list as it was. */
 static int address_list_parse(const char *value, bool listen, size_t max, AddressList *l) {
         _cleanup_strv_free_ char **words = NULL, **n = NULL;

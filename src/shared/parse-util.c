@@ -485,3 +485,59 @@ char *host_port_to_string(const HostPort *hp, char *buf, size_t size) {
                 return NULL;
         return buf;
 }
+
+bool host_is_unspecified(const HostPort *hp) {
+        assert(hp);
+        return (hp->family == AF_INET && streq(hp->host, "0.0.0.0")) ||
+               (hp->family == AF_INET6 && streq(hp->host, "::"));
+}
+
+bool host_is_loopback(const HostPort *hp) {
+        struct in6_addr a6;
+        struct in_addr a4;
+
+        assert(hp);
+        switch (hp->family) {
+        case AF_INET:
+                return inet_pton(AF_INET, hp->host, &a4) == 1 && (ntohl(a4.s_addr) >> 24) == 127;
+        case AF_INET6:
+                return inet_pton(AF_INET6, hp->host, &a6) == 1 && IN6_IS_ADDR_LOOPBACK(&a6);
+        default:
+                return false;
+        }
+}
+
+int parse_listen_address(const char *s, bool loopback_only, HostPort *ret) {
+        char host[HOST_PORT_STRING_MAX];
+        const char *z;
+        HostPort hp;
+        int r;
+
+        assert(ret);
+
+        if (!s)
+                return -EINVAL;
+        z = endswith(s, ":0");
+        if (z) {
+                size_t n = (size_t) (z - s);
+
+                if (n >= sizeof(host))
+                        return -EINVAL;
+                memcpy(host, s, n);
+                host[n] = '\0';
+                /* What is left must be a bare host. */
+                if (parse_host_port(host, 0, &hp) >= 0)
+                        return -EINVAL;
+                r = parse_host_port(host, 1, &hp);
+                hp.port = 0;
+        } else
+                r = parse_host_port(s, 0, &hp);
+        if (r < 0)
+                return r;
+        if (hp.family == AF_UNSPEC)
+                return -EINVAL;
+        if (loopback_only && !host_is_loopback(&hp))
+                return -EINVAL;
+        *ret = hp;
+        return 0;
+}

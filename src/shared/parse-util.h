@@ -66,6 +66,16 @@ typedef struct HostPort {
  * names lower-cased. */
 int parse_host_port(const char *s, uint16_t default_port, HostPort *ret);
 
+/* "0.0.0.0" / "::": binds everything, reaches nothing. */
+bool host_is_unspecified(const HostPort *hp) _pure_;
+/* 127.0.0.0/8 or ::1. Names are not loopback (resolving "localhost" is a policy, not a fact). */
+bool host_is_loopback(const HostPort *hp) _pure_;
+
+/* An address literal and a port to bind: like parse_host_port() without a default port, except that port 0
+ * (an ephemeral port) is allowed, and names are refused (-EINVAL): binding must not depend on DNS. With
+ * loopback_only, anything but host_is_loopback() is -EINVAL. "127.0.0.1:80:0" is not 127.0.0.1 port 0. */
+int parse_listen_address(const char *s, bool loopback_only, HostPort *ret);
+
 /* Formats as "name:port", "1.2.3.4:port" or "[v6]:port" into buf. Returns buf, or NULL when hp holds no
  * host or buf is smaller than needed (HOST_PORT_STRING_MAX is always enough). */
 char *host_port_to_string(const HostPort *hp, char *buf, size_t size);

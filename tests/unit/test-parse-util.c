@@ -410,3 +410,42 @@ TEST(host_port_to_string_refuses) {
         ASSERT_STREQ(host_port_to_string(&hp, small, 16), "example.org:443");
         ASSERT_NULL(host_port_to_string(&empty, buf, sizeof(buf)));
 }
+
+TEST(listen_addresses) {
+        static const struct {
+                const char *s;
+                bool loopback_only;
+                const char *host;       /* NULL: refused */
+                unsigned port;
+        } cases[] = {
+                { "127.0.0.1:8445", true, "127.0.0.1", 8445 },
+                { "127.9.9.9:0", true, "127.9.9.9", 0 },          /* ephemeral */
+                { "[::1]:0", true, "::1", 0 },
+                { "[0::1]:1", true, "::1", 1 },
+                { "0.0.0.0:8447", false, "0.0.0.0", 8447 },
+                { "[::]:0", false, "::", 0 },
+                { "0.0.0.0:8447", true, NULL, 0 },                /* not loopback */
+                { "192.0.2.1:80", true, NULL, 0 },
+                { "localhost:80", false, NULL, 0 },               /* a name: binding must not need DNS */
+                { "127.0.0.1", false, NULL, 0 },                  /* no port */
+                { "127.0.0.1:80:0", false, NULL, 0 },             /* not port 0 of 127.0.0.1 */
+                { "127.0.0.1:70000", false, NULL, 0 },
+                { "", false, NULL, 0 },
+        };
+
+        for (size_t k = 0; k < ELEMENTSOF(cases); k++) {
+                HostPort hp = { .port = 4242 };
+
+                CASE("%s loopback_only=%d", cases[k].s, cases[k].loopback_only);
+                if (!cases[k].host) {
+                        ASSERT_FAIL(parse_listen_address(cases[k].s, cases[k].loopback_only, &hp));
+                        ASSERT_EQ(hp.port, 4242);
+                        continue;
+                }
+                ASSERT_OK(parse_listen_address(cases[k].s, cases[k].loopback_only, &hp));
+                ASSERT_STREQ(hp.host, cases[k].host);
+                ASSERT_EQ(hp.port, cases[k].port);
+                ASSERT_EQ(host_is_loopback(&hp), cases[k].loopback_only || streq(cases[k].host, "127.0.0.1"));
+                ASSERT_EQ(host_is_unspecified(&hp), streq(hp.host, "0.0.0.0") || streq(hp.host, "::"));
+        }
+}
