@@ -7,7 +7,10 @@
  * The public functions in controller-store.c validate every argument before they reach a backend, so a
  * backend method may rely on: non-NULL required pointers, every string valid UTF-8 of 1..STORE_STRING_MAX
  * bytes, SPIFFE IDs canonical, roles connector/tunneler, times ≤ INT64_MAX, list sizes within their
- * maximum. The backend owns transactions, SQL and the mapping of its errors to negative errno values. */
+ * maximum, policy names policy_name_is_valid() and resource values in policy.h's canonical text. Every
+ * successful mutation of the policy model (and store_agent_revoke(), and store_enroll() of a tunneler) bumps
+ * the policy revision inside the mutation's own transaction; a failed one leaves it alone. The backend owns
+ * transactions, SQL and the mapping of its errors to negative errno values. */
 
 #include "controller-store.h"
 
@@ -40,6 +43,29 @@ typedef struct StoreVtable {
         int (*ca_put)(Store *s, const StoreCa *ca);
         int (*ca_list)(Store *s, StoreCa ***ret, size_t *ret_n);
         int (*ca_set_state)(Store *s, const uint8_t fingerprint[32], StoreCaState state);
+
+        int (*network_create)(Store *s, const char *name, const char *description, usec_t now);
+        int (*network_delete)(Store *s, const char *name);
+        int (*network_list)(Store *s, StoreNetwork ***ret, size_t *ret_n);
+
+        /* r->groups is ignored. */
+        int (*resource_create)(Store *s, const StoreResource *r, usec_t now);
+        int (*resource_update)(Store *s, const StoreResource *r, usec_t now);
+        int (*resource_delete)(Store *s, const char *name);
+        int (*resource_get)(Store *s, const char *name, StoreResource **ret);
+        int (*resource_list)(Store *s, const char *network, StoreResource ***ret, size_t *ret_n);
+
+        int (*group_create)(Store *s, const char *name, const char *description, usec_t now);
+        int (*group_delete)(Store *s, const char *name);
+        int (*group_get)(Store *s, const char *name, StoreGroup **ret);
+        int (*group_list)(Store *s, StoreGroup ***ret, size_t *ret_n);
+        int (*group_add_member)(Store *s, const char *group, const char *spiffe_id);
+        int (*group_remove_member)(Store *s, const char *group, const char *spiffe_id);
+
+        int (*policy_create)(Store *s, const char *group, const char *resource, usec_t now);
+        int (*policy_delete)(Store *s, const char *group, const char *resource);
+        int (*policy_list)(Store *s, StorePolicy **ret, size_t *ret_n);
+        int (*policy_revision)(Store *s, uint64_t *ret);
 
         int (*audit_append)(Store *s, const StoreAuditEvent *e, int64_t *ret_seq);
         int (*audit_list)(Store *s, const StoreAuditFilter *f, StoreAuditEvent ***ret, size_t *ret_n);

@@ -10,7 +10,9 @@
  * times as INTEGER µs with NULL for "never", ON CONFLICT upserts, RETURNING, partial indexes. Lists of
  * strings live in child tables (token_groups, agent_groups, agent_labels) with a position column, so they
  * come back in the order they were given and can be queried. Token ids are stored as lower-case hex (what
- * listings show), hashes, keys and certificates as BLOBs. */
+ * listings show), hashes, keys and certificates as BLOBs. The policy model (networks, resources,
+ * policy_groups, policies) is held together by foreign keys; its revision is a one-row counter bumped by
+ * every write that changes who may reach what, inside that write's transaction. */
 
 #include <assert.h>
 #include <fcntl.h>
@@ -139,6 +141,45 @@ static const char *const migrations[] = {
         "CREATE INDEX audit_time ON audit (time);"
         "CREATE INDEX audit_subject ON audit (subject, seq);"
         "CREATE INDEX agents_role ON agents (role, spiffe_id);",
+
+        /* 3: the policy model (networks, resources, groups, policies) and its revision counter. Agents keep
+         * their groups in agent_groups; a group row is what policies and membership edits refer to. */
+        "CREATE TABLE policy_revision ("
+        "        id INTEGER PRIMARY KEY NOT NULL CHECK (id = 1),"
+        "        revision INTEGER NOT NULL CHECK (revision >= 0)"
+        ");"
+        "INSERT INTO policy_revision (id, revision) VALUES (1, 0);"
+        "CREATE TABLE networks ("
+        "        name TEXT PRIMARY KEY NOT NULL,"
+        "        description TEXT,"
+        "        created_at INTEGER NOT NULL"
+        ");"
+        "CREATE TABLE resources ("
+        "        name TEXT PRIMARY KEY NOT NULL,"
+        "        address TEXT NOT NULL,"
+        "        protocol TEXT NOT NULL CHECK (protocol IN ('any', 'tcp', 'udp')),"
+        "        ports TEXT NOT NULL,"
+        "        remote_network TEXT NOT NULL REFERENCES networks (name),"
+        "        alias TEXT,"
+        "        created_at INTEGER NOT NULL,"
+        "        updated_at INTEGER NOT NULL"
+        ");"
+        "CREATE INDEX resources_network ON resources (remote_network, name);"
+        "CREATE TABLE policy_groups ("
+        "        name TEXT PRIMARY KEY NOT NULL,"
+        "        description TEXT,"
+        "        created_at INTEGER NOT NULL"
+        ");"
+        "CREATE TABLE policies ("
+        "        group_name TEXT NOT NULL REFERENCES policy_groups (name) ON DELETE CASCADE,"
+        "        resource TEXT NOT NULL REFERENCES resources (name) ON DELETE CASCADE,"
+        "        created_at INTEGER NOT NULL,"
+        "        PRIMARY KEY (group_name, resource)"
+        ");"
+        "CREATE INDEX policies_resource ON policies (resource, group_name);"
+        /* Members of a group, and connectors of a network, are looked up by value. */
+        "CREATE INDEX agent_groups_name ON agent_groups (name, agent);"
+        "CREATE INDEX agents_remote_network ON agents (remote_network) WHERE role = 'connector';",
 };
 
 unsigned store_sqlite_migrations_count(void) {
@@ -885,6 +926,26 @@ static int query_list(SqliteStore *s, sqlite3_stmt *st, const RowList *kind, siz
         return 0;
 }
 
+/* The policy revision */
+
+/* The migration that adds the policy model. A store opened as if by older code (the conformance tests'
+ * opener) has no revision to bump. */
+#define MIGRATION_POLICY 3U
+
+/* Inside a write transaction: the revision moves on with the change it describes, or not at all. */
+static int policy_revision_bump(SqliteStore *s) {
+        int r;
+
+        if (s->n_migrations < MIGRATION_POLICY)
+                return 0;
+        r = exec(s, "UPDATE policy_revision SET revision = revision + 1 WHERE id = 1");
+        if (r < 0)
+                return r;
+        if (sqlite3_changes(s->db) != 1)
+                return log_debug_errno(EUCLEAN, "SQLite: the policy revision row is missing.");
+        return 0;
+}
+
 /* Tokens */
 
 #define TOKEN_COLUMNS                                                                                     \
@@ -1210,6 +1271,12 @@ static int sqlite_enroll(Store *store, const uint8_t token_id[TOKEN_ID_SIZE],
                 *ret_reason = STORE_REASON_USED;
         if (r < 0)
                 return r;
+        /* A tunneler brings its groups, and so access, with it. */
+        if (agent->role == SPIFFE_ROLE_TUNNELER) {
+                r = policy_revision_bump(s);
+                if (r < 0)
+                        return r;
+        }
         r = tx_commit(&tx);
         if (r < 0)
                 return r;
@@ -1316,7 +1383,14 @@ static int sqlite_agent_revoke(Store *store, const char *spiffe_id, const char *
         if (bind_time(st, 1, now) != SQLITE_OK || bind_text(st, 2, reason) != SQLITE_OK ||
             bind_text(st, 3, spiffe_id) != SQLITE_OK)
                 return sqlite_bind_error(s);
-        return step_done_commit(s, st, &tx);
+        r = step_done(s, st);
+        if (r < 0)
+                return r;
+        /* A revoked agent loses its access (and a revoked connector its network) in the same snapshot. */
+        r = policy_revision_bump(s);
+        if (r < 0)
+                return r;
+        return tx_commit(&tx);
 }
 
 static int sqlite_agents_touch(Store *store, const StoreHeartbeat *hb, size_t n) {
@@ -1354,6 +1428,596 @@ static int sqlite_agents_touch(Store *store, const StoreHeartbeat *hb, size_t n)
         if (r < 0)
                 return r;
         return updated;
+}
+
+/* Policy */
+
+/* Whether sql, whose parameters ?1 and (optionally) ?2 are key and key2, returns a row. */
+static int row_exists(SqliteStore *s, const char *sql, const char *key, const char *key2) {
+        _cleanup_(sqlite3_finalizep) sqlite3_stmt *st = NULL;
+        int r;
+
+        r = prepare_text(s, sql, key, &st);
+        if (r < 0)
+                return r;
+        if (key2 && bind_text(st, 2, key2) != SQLITE_OK)
+                return sqlite_bind_error(s);
+        return step(s, st);
+}
+
+/* -ENOENT unless sql finds key. what names the kind of row, for the debug log. */
+static int require_row(SqliteStore *s, const char *sql, const char *key, const char *what) {
+        int r;
+
+        r = row_exists(s, sql, key, NULL);
+        if (r < 0)
+                return r;
+        if (r == 0)
+                return log_debug_errno(ENOENT, "SQLite: no %s '%s'.", what, key);
+        return 0;
+}
+
+#define NETWORK_EXISTS "SELECT 1 FROM networks WHERE name = ?1"
+#define RESOURCE_EXISTS "SELECT 1 FROM resources WHERE name = ?1"
+#define GROUP_EXISTS "SELECT 1 FROM policy_groups WHERE name = ?1"
+
+/* The last statement of a policy mutation: runs it, expects it to have changed a row (else -ENOENT, the
+ * row it was meant for is not there), bumps the revision and commits. */
+static int step_changed_commit(SqliteStore *s, sqlite3_stmt *st, SqliteStore **tx) {
+        int r;
+
+        r = step_done(s, st);
+        if (r < 0)
+                return r;
+        if (sqlite3_changes(s->db) == 0)
+                return -ENOENT;
+        r = policy_revision_bump(s);
+        if (r < 0)
+                return r;
+        return tx_commit(tx);
+}
+
+/* A network or a group: the same three columns in their own tables. */
+static int named_insert(SqliteStore *s, const char *sql, const char *name, const char *description,
+                        usec_t now) {
+        _cleanup_(tx_rollbackp) SqliteStore *tx = NULL;
+        _cleanup_(sqlite3_finalizep) sqlite3_stmt *st = NULL;
+        int r;
+
+        r = tx_begin(s, true, &tx);
+        if (r < 0)
+                return r;
+        r = prepare(s, sql, &st);
+        if (r < 0)
+                return r;
+        if (bind_text(st, 1, name) != SQLITE_OK || bind_text(st, 2, description) != SQLITE_OK ||
+            bind_time(st, 3, now) != SQLITE_OK)
+                return sqlite_bind_error(s);
+        /* A duplicate name is a primary key conflict: -EEXIST. */
+        return step_changed_commit(s, st, &tx);
+}
+
+static int sqlite_network_create(Store *store, const char *name, const char *description, usec_t now) {
+        return named_insert(SQLITE_STORE(store),
+                            "INSERT INTO networks (name, description, created_at) VALUES (?1, ?2, ?3)", name,
+                            description, now);
+}
+
+static int sqlite_network_delete(Store *store, const char *name) {
+        _cleanup_(tx_rollbackp) SqliteStore *tx = NULL;
+        _cleanup_(sqlite3_finalizep) sqlite3_stmt *st = NULL;
+        SqliteStore *s = SQLITE_STORE(store);
+        int r;
+
+        r = tx_begin(s, true, &tx);
+        if (r < 0)
+                return r;
+        r = require_row(s, NETWORK_EXISTS, name, "network");
+        if (r < 0)
+                return r;
+        /* Revoked connectors keep their row (and network) for the record; they serve nothing. */
+        r = row_exists(s,
+                       "SELECT 1 WHERE EXISTS (SELECT 1 FROM resources WHERE remote_network = ?1) "
+                       "OR EXISTS (SELECT 1 FROM agents WHERE role = 'connector' AND remote_network = ?1 "
+                       "AND revoked_at IS NULL)",
+                       name, NULL);
+        if (r < 0)
+                return r;
+        if (r > 0)
+                return log_debug_errno(EBUSY, "SQLite: network '%s' still has resources or connectors.",
+                                       name);
+        r = prepare_text(s, "DELETE FROM networks WHERE name = ?1", name, &st);
+        if (r < 0)
+                return r;
+        return step_changed_commit(s, st, &tx);
+}
+
+static int network_from_row(SqliteStore *s, sqlite3_stmt *st, StoreNetwork **ret) {
+        _cleanup_(store_network_freep) StoreNetwork *n = NULL;
+        int r;
+
+        n = calloc(1, sizeof(*n));
+        if (!n)
+                return -ENOMEM;
+        if ((r = column_text(st, 0, true, &n->name)) < 0 ||
+            (r = column_text(st, 1, false, &n->description)) < 0 ||
+            (r = column_time(st, 2, true, &n->created_at)) < 0)
+                return r;
+        *ret = TAKE_PTR(n);
+        return 0;
+}
+
+DEFINE_ROW_LIST(network_rows, StoreNetwork, network_from_row, store_network_array_free);
+
+static int sqlite_network_list(Store *store, StoreNetwork ***ret, size_t *ret_n) {
+        _cleanup_(sqlite3_finalizep) sqlite3_stmt *st = NULL;
+        SqliteStore *s = SQLITE_STORE(store);
+        int r;
+
+        r = prepare(s, "SELECT name, description, created_at FROM networks ORDER BY name", &st);
+        if (r < 0)
+                return r;
+        return query_list(s, st, &network_rows, SIZE_MAX, NULL, (void **) ret, ret_n);
+}
+
+#define RESOURCE_COLUMNS "name, address, protocol, ports, remote_network, alias, created_at, updated_at"
+#define RESOURCE_GROUPS_SELECT "SELECT group_name FROM policies WHERE resource = ?1 ORDER BY group_name"
+
+static int resource_from_row(SqliteStore *s, sqlite3_stmt *st, StoreResource **ret) {
+        _cleanup_(store_resource_freep) StoreResource *res = NULL;
+        int r;
+
+        res = calloc(1, sizeof(*res));
+        if (!res)
+                return -ENOMEM;
+        if ((r = column_text(st, 0, true, &res->name)) < 0 ||
+            (r = column_text(st, 1, true, &res->address)) < 0 ||
+            (r = column_text(st, 2, true, &res->protocol)) < 0 ||
+            (r = column_text(st, 3, true, &res->ports)) < 0 ||
+            (r = column_text(st, 4, true, &res->remote_network)) < 0 ||
+            (r = column_text(st, 5, false, &res->alias)) < 0 ||
+            (r = column_time(st, 6, true, &res->created_at)) < 0 ||
+            (r = column_time(st, 7, true, &res->updated_at)) < 0)
+                return r;
+        r = strv_load(s, RESOURCE_GROUPS_SELECT, res->name, STORE_LIST_MAX, &res->groups);
+        if (r < 0)
+                return r;
+        *ret = TAKE_PTR(res);
+        return 0;
+}
+
+/* Binds the columns create and update share: ?1 name … ?6 alias. */
+static int resource_bind(SqliteStore *s, sqlite3_stmt *st, const StoreResource *res) {
+        if (bind_text(st, 1, res->name) != SQLITE_OK || bind_text(st, 2, res->address) != SQLITE_OK ||
+            bind_text(st, 3, res->protocol) != SQLITE_OK || bind_text(st, 4, res->ports) != SQLITE_OK ||
+            bind_text(st, 5, res->remote_network) != SQLITE_OK || bind_text(st, 6, res->alias) != SQLITE_OK)
+                return sqlite_bind_error(s);
+        return 0;
+}
+
+static int sqlite_resource_create(Store *store, const StoreResource *res, usec_t now) {
+        _cleanup_(tx_rollbackp) SqliteStore *tx = NULL;
+        _cleanup_(sqlite3_finalizep) sqlite3_stmt *st = NULL;
+        SqliteStore *s = SQLITE_STORE(store);
+        int r;
+
+        r = tx_begin(s, true, &tx);
+        if (r < 0)
+                return r;
+        r = row_exists(s, RESOURCE_EXISTS, res->name, NULL);
+        if (r < 0)
+                return r;
+        if (r > 0)
+                return log_debug_errno(EEXIST, "SQLite: resource '%s' exists already.", res->name);
+        r = require_row(s, NETWORK_EXISTS, res->remote_network, "network");
+        if (r < 0)
+                return r;
+        r = prepare(s,
+                    "INSERT INTO resources (" RESOURCE_COLUMNS ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7)",
+                    &st);
+        if (r < 0)
+                return r;
+        r = resource_bind(s, st, res);
+        if (r < 0)
+                return r;
+        if (bind_time(st, 7, now) != SQLITE_OK)
+                return sqlite_bind_error(s);
+        return step_changed_commit(s, st, &tx);
+}
+
+static int sqlite_resource_update(Store *store, const StoreResource *res, usec_t now) {
+        _cleanup_(tx_rollbackp) SqliteStore *tx = NULL;
+        _cleanup_(sqlite3_finalizep) sqlite3_stmt *st = NULL;
+        SqliteStore *s = SQLITE_STORE(store);
+        int r;
+
+        r = tx_begin(s, true, &tx);
+        if (r < 0)
+                return r;
+        r = require_row(s, RESOURCE_EXISTS, res->name, "resource");
+        if (r < 0)
+                return r;
+        r = require_row(s, NETWORK_EXISTS, res->remote_network, "network");
+        if (r < 0)
+                return r;
+        /* The name, the creation time and the policies stay. */
+        r = prepare(s,
+                    "UPDATE resources SET address = ?2, protocol = ?3, ports = ?4, remote_network = ?5, "
+                    "alias = ?6, updated_at = ?7 WHERE name = ?1",
+                    &st);
+        if (r < 0)
+                return r;
+        r = resource_bind(s, st, res);
+        if (r < 0)
+                return r;
+        if (bind_time(st, 7, now) != SQLITE_OK)
+                return sqlite_bind_error(s);
+        return step_changed_commit(s, st, &tx);
+}
+
+static int sqlite_resource_delete(Store *store, const char *name) {
+        _cleanup_(tx_rollbackp) SqliteStore *tx = NULL;
+        _cleanup_(sqlite3_finalizep) sqlite3_stmt *st = NULL;
+        SqliteStore *s = SQLITE_STORE(store);
+        int r;
+
+        r = tx_begin(s, true, &tx);
+        if (r < 0)
+                return r;
+        /* Its policies go with it (ON DELETE CASCADE). */
+        r = prepare_text(s, "DELETE FROM resources WHERE name = ?1", name, &st);
+        if (r < 0)
+                return r;
+        return step_changed_commit(s, st, &tx);
+}
+
+static int sqlite_resource_get(Store *store, const char *name, StoreResource **ret) {
+        _cleanup_(tx_rollbackp) SqliteStore *tx = NULL;
+        _cleanup_(sqlite3_finalizep) sqlite3_stmt *st = NULL;
+        _cleanup_(store_resource_freep) StoreResource *res = NULL;
+        SqliteStore *s = SQLITE_STORE(store);
+        int r;
+
+        r = tx_begin(s, false, &tx);
+        if (r < 0)
+                return r;
+        r = prepare_text(s, "SELECT " RESOURCE_COLUMNS " FROM resources WHERE name = ?1", name, &st);
+        if (r < 0)
+                return r;
+        r = step_row(s, st);
+        if (r < 0)
+                return r;
+        r = resource_from_row(s, st, &res);
+        if (r < 0)
+                return r;
+        sqlite3_reset(st);
+        r = tx_commit(&tx);
+        if (r < 0)
+                return r;
+        *ret = TAKE_PTR(res);
+        return 0;
+}
+
+DEFINE_ROW_LIST(resource_rows, StoreResource, resource_from_row, store_resource_array_free);
+
+static int sqlite_resource_list(Store *store, const char *network, StoreResource ***ret, size_t *ret_n) {
+        _cleanup_(tx_rollbackp) SqliteStore *tx = NULL;
+        _cleanup_(sqlite3_finalizep) sqlite3_stmt *st = NULL;
+        SqliteStore *s = SQLITE_STORE(store);
+        int r;
+
+        r = tx_begin(s, false, &tx);
+        if (r < 0)
+                return r;
+        if (network)
+                r = prepare_text(s,
+                                 "SELECT " RESOURCE_COLUMNS " FROM resources WHERE remote_network = ?1 "
+                                 "ORDER BY name",
+                                 network, &st);
+        else
+                r = prepare(s, "SELECT " RESOURCE_COLUMNS " FROM resources ORDER BY name", &st);
+        if (r < 0)
+                return r;
+        return query_list(s, st, &resource_rows, SIZE_MAX, &tx, (void **) ret, ret_n);
+}
+
+static int sqlite_group_create(Store *store, const char *name, const char *description, usec_t now) {
+        return named_insert(SQLITE_STORE(store),
+                            "INSERT INTO policy_groups (name, description, created_at) VALUES (?1, ?2, ?3)",
+                            name, description, now);
+}
+
+static int sqlite_group_delete(Store *store, const char *name) {
+        _cleanup_(tx_rollbackp) SqliteStore *tx = NULL;
+        _cleanup_(sqlite3_finalizep) sqlite3_stmt *st = NULL, *members = NULL;
+        SqliteStore *s = SQLITE_STORE(store);
+        int r;
+
+        r = tx_begin(s, true, &tx);
+        if (r < 0)
+                return r;
+        r = require_row(s, GROUP_EXISTS, name, "group");
+        if (r < 0)
+                return r;
+        /* Out of every agent's groups in the same transaction, so no agent keeps a group that is gone. */
+        r = prepare_text(s, "DELETE FROM agent_groups WHERE name = ?1", name, &members);
+        if (r < 0)
+                return r;
+        r = step_done(s, members);
+        if (r < 0)
+                return r;
+        /* Its policies go with it (ON DELETE CASCADE). */
+        r = prepare_text(s, "DELETE FROM policy_groups WHERE name = ?1", name, &st);
+        if (r < 0)
+                return r;
+        return step_changed_commit(s, st, &tx);
+}
+
+/* Members: live tunnelers only; a revoked agent holds no access, whatever its row says. */
+#define GROUP_MEMBERS_SELECT                                                                               \
+        "SELECT agent_groups.agent FROM agent_groups JOIN agents ON agents.spiffe_id = agent_groups.agent " \
+        "WHERE agent_groups.name = ?1 AND agents.role = 'tunneler' AND agents.revoked_at IS NULL "        \
+        "ORDER BY agent_groups.agent"
+#define GROUP_RESOURCES_SELECT "SELECT resource FROM policies WHERE group_name = ?1 ORDER BY resource"
+
+static int group_from_row(SqliteStore *s, sqlite3_stmt *st, StoreGroup **ret) {
+        _cleanup_(store_group_freep) StoreGroup *g = NULL;
+        int r;
+
+        g = calloc(1, sizeof(*g));
+        if (!g)
+                return -ENOMEM;
+        if ((r = column_text(st, 0, true, &g->name)) < 0 ||
+            (r = column_text(st, 1, false, &g->description)) < 0 ||
+            (r = column_time(st, 2, true, &g->created_at)) < 0)
+                return r;
+        r = strv_load(s, GROUP_MEMBERS_SELECT, g->name, STORE_LIST_MAX, &g->members);
+        if (r < 0)
+                return r;
+        r = strv_load(s, GROUP_RESOURCES_SELECT, g->name, STORE_LIST_MAX, &g->resources);
+        if (r < 0)
+                return r;
+        *ret = TAKE_PTR(g);
+        return 0;
+}
+
+static int sqlite_group_get(Store *store, const char *name, StoreGroup **ret) {
+        _cleanup_(tx_rollbackp) SqliteStore *tx = NULL;
+        _cleanup_(sqlite3_finalizep) sqlite3_stmt *st = NULL;
+        _cleanup_(store_group_freep) StoreGroup *g = NULL;
+        SqliteStore *s = SQLITE_STORE(store);
+        int r;
+
+        r = tx_begin(s, false, &tx);
+        if (r < 0)
+                return r;
+        r = prepare_text(s, "SELECT name, description, created_at FROM policy_groups WHERE name = ?1", name,
+                         &st);
+        if (r < 0)
+                return r;
+        r = step_row(s, st);
+        if (r < 0)
+                return r;
+        r = group_from_row(s, st, &g);
+        if (r < 0)
+                return r;
+        sqlite3_reset(st);
+        r = tx_commit(&tx);
+        if (r < 0)
+                return r;
+        *ret = TAKE_PTR(g);
+        return 0;
+}
+
+DEFINE_ROW_LIST(group_rows, StoreGroup, group_from_row, store_group_array_free);
+
+static int sqlite_group_list(Store *store, StoreGroup ***ret, size_t *ret_n) {
+        _cleanup_(tx_rollbackp) SqliteStore *tx = NULL;
+        _cleanup_(sqlite3_finalizep) sqlite3_stmt *st = NULL;
+        SqliteStore *s = SQLITE_STORE(store);
+        int r;
+
+        r = tx_begin(s, false, &tx);
+        if (r < 0)
+                return r;
+        r = prepare(s, "SELECT name, description, created_at FROM policy_groups ORDER BY name", &st);
+        if (r < 0)
+                return r;
+        return query_list(s, st, &group_rows, SIZE_MAX, &tx, (void **) ret, ret_n);
+}
+
+/* Opens the write transaction of a membership edit: the group exists, the agent exists, is a tunneler
+ * and is not revoked (-ENOENT, -EINVAL, -EKEYREVOKED). */
+static int tx_begin_membership(SqliteStore *s, const char *group, const char *spiffe_id, SqliteStore **tx) {
+        _cleanup_(sqlite3_finalizep) sqlite3_stmt *st = NULL;
+        SpiffeRole role;
+        usec_t revoked_at;
+        int r;
+
+        r = tx_begin(s, true, tx);
+        if (r < 0)
+                return r;
+        r = require_row(s, GROUP_EXISTS, group, "group");
+        if (r < 0)
+                return r;
+        r = prepare_text(s, "SELECT role, revoked_at FROM agents WHERE spiffe_id = ?1", spiffe_id, &st);
+        if (r < 0)
+                return r;
+        r = step_row(s, st);
+        if (r < 0)
+                return log_debug_errno(r, "SQLite: no agent '%s'.", spiffe_id);
+        if ((r = column_role(st, 0, &role)) < 0 || (r = column_time(st, 1, false, &revoked_at)) < 0)
+                return r;
+        if (role != SPIFFE_ROLE_TUNNELER)
+                return log_debug_errno(EINVAL, "SQLite: '%s' is not a tunneler.", spiffe_id);
+        if (revoked_at != 0)
+                return log_debug_errno(EKEYREVOKED, "SQLite: '%s' is revoked.", spiffe_id);
+        return 0;
+}
+
+static int sqlite_group_add_member(Store *store, const char *group, const char *spiffe_id) {
+        _cleanup_(tx_rollbackp) SqliteStore *tx = NULL;
+        _cleanup_(sqlite3_finalizep) sqlite3_stmt *st = NULL, *ins = NULL;
+        SqliteStore *s = SQLITE_STORE(store);
+        sqlite3_int64 count, next;
+        int r;
+
+        r = tx_begin_membership(s, group, spiffe_id, &tx);
+        if (r < 0)
+                return r;
+        r = prepare_text(s,
+                         "SELECT COUNT(*), COALESCE(MAX(position) + 1, 0), "
+                         "EXISTS (SELECT 1 FROM agent_groups WHERE agent = ?1 AND name = ?2) "
+                         "FROM agent_groups WHERE agent = ?1",
+                         spiffe_id, &st);
+        if (r < 0)
+                return r;
+        if (bind_text(st, 2, group) != SQLITE_OK)
+                return sqlite_bind_error(s);
+        r = step_row(s, st);
+        if (r < 0)
+                return r;
+        count = sqlite3_column_int64(st, 0);
+        next = sqlite3_column_int64(st, 1);
+        if (sqlite3_column_int64(st, 2) != 0)
+                return -EALREADY;
+        if (count >= STORE_GROUPS_MAX)
+                return log_debug_errno(E2BIG, "SQLite: '%s' has %d groups already.", spiffe_id,
+                                       STORE_GROUPS_MAX);
+        if (next < 0 || next > INT_MAX)
+                return corrupt(st, 1);
+        sqlite3_reset(st);
+
+        /* At the end: an agent's groups keep the order they were given in. */
+        r = prepare(s, "INSERT INTO agent_groups (agent, position, name) VALUES (?1, ?2, ?3)", &ins);
+        if (r < 0)
+                return r;
+        if (bind_text(ins, 1, spiffe_id) != SQLITE_OK || sqlite3_bind_int64(ins, 2, next) != SQLITE_OK ||
+            bind_text(ins, 3, group) != SQLITE_OK)
+                return sqlite_bind_error(s);
+        return step_changed_commit(s, ins, &tx);
+}
+
+static int sqlite_group_remove_member(Store *store, const char *group, const char *spiffe_id) {
+        _cleanup_(tx_rollbackp) SqliteStore *tx = NULL;
+        _cleanup_(sqlite3_finalizep) sqlite3_stmt *st = NULL;
+        SqliteStore *s = SQLITE_STORE(store);
+        int r;
+
+        r = tx_begin_membership(s, group, spiffe_id, &tx);
+        if (r < 0)
+                return r;
+        r = prepare_text(s, "DELETE FROM agent_groups WHERE agent = ?1 AND name = ?2", spiffe_id, &st);
+        if (r < 0)
+                return r;
+        if (bind_text(st, 2, group) != SQLITE_OK)
+                return sqlite_bind_error(s);
+        r = step_changed_commit(s, st, &tx);
+        /* Group and agent exist: nothing deleted means it was no member. */
+        return r == -ENOENT ? -EALREADY : r;
+}
+
+static int sqlite_policy_create(Store *store, const char *group, const char *resource, usec_t now) {
+        _cleanup_(tx_rollbackp) SqliteStore *tx = NULL;
+        _cleanup_(sqlite3_finalizep) sqlite3_stmt *st = NULL;
+        SqliteStore *s = SQLITE_STORE(store);
+        int r;
+
+        r = tx_begin(s, true, &tx);
+        if (r < 0)
+                return r;
+        r = require_row(s, GROUP_EXISTS, group, "group");
+        if (r < 0)
+                return r;
+        r = require_row(s, RESOURCE_EXISTS, resource, "resource");
+        if (r < 0)
+                return r;
+        r = prepare(s, "INSERT INTO policies (group_name, resource, created_at) VALUES (?1, ?2, ?3)", &st);
+        if (r < 0)
+                return r;
+        if (bind_text(st, 1, group) != SQLITE_OK || bind_text(st, 2, resource) != SQLITE_OK ||
+            bind_time(st, 3, now) != SQLITE_OK)
+                return sqlite_bind_error(s);
+        /* The same pair twice is a primary key conflict: -EEXIST. */
+        return step_changed_commit(s, st, &tx);
+}
+
+static int sqlite_policy_delete(Store *store, const char *group, const char *resource) {
+        _cleanup_(tx_rollbackp) SqliteStore *tx = NULL;
+        _cleanup_(sqlite3_finalizep) sqlite3_stmt *st = NULL;
+        SqliteStore *s = SQLITE_STORE(store);
+        int r;
+
+        r = tx_begin(s, true, &tx);
+        if (r < 0)
+                return r;
+        r = prepare_text(s, "DELETE FROM policies WHERE group_name = ?1 AND resource = ?2", group, &st);
+        if (r < 0)
+                return r;
+        if (bind_text(st, 2, resource) != SQLITE_OK)
+                return sqlite_bind_error(s);
+        return step_changed_commit(s, st, &tx);
+}
+
+/* Policies come back as an array of structs, not of pointers, so they get their own adapters. */
+static int policy_from_row_any(SqliteStore *s, sqlite3_stmt *st, void *ret_element) {
+        _cleanup_free_ char *group = NULL, *resource = NULL;
+        StorePolicy *p = ret_element;
+        usec_t created_at;
+        int r;
+
+        if ((r = column_text(st, 0, true, &group)) < 0 || (r = column_text(st, 1, true, &resource)) < 0 ||
+            (r = column_time(st, 2, true, &created_at)) < 0)
+                return r;
+        *p = (StorePolicy) {
+                .group = TAKE_PTR(group),
+                .resource = TAKE_PTR(resource),
+                .created_at = created_at,
+        };
+        return 0;
+}
+
+static void policy_array_free_any(void *array, size_t n) {
+        store_policy_array_free(array, n);
+}
+
+static const RowList policy_rows = {
+        .element_size = sizeof(StorePolicy),
+        .from_row = policy_from_row_any,
+        .array_free = policy_array_free_any,
+};
+
+static int sqlite_policy_list(Store *store, StorePolicy **ret, size_t *ret_n) {
+        _cleanup_(sqlite3_finalizep) sqlite3_stmt *st = NULL;
+        SqliteStore *s = SQLITE_STORE(store);
+        int r;
+
+        r = prepare(s, "SELECT group_name, resource, created_at FROM policies ORDER BY group_name, resource",
+                    &st);
+        if (r < 0)
+                return r;
+        return query_list(s, st, &policy_rows, SIZE_MAX, NULL, (void **) ret, ret_n);
+}
+
+static int sqlite_policy_revision(Store *store, uint64_t *ret) {
+        _cleanup_(sqlite3_finalizep) sqlite3_stmt *st = NULL;
+        SqliteStore *s = SQLITE_STORE(store);
+        sqlite3_int64 v;
+        int r;
+
+        r = prepare(s, "SELECT revision FROM policy_revision WHERE id = 1", &st);
+        if (r < 0)
+                return r;
+        r = step_row(s, st);
+        if (r == -ENOENT)
+                return log_debug_errno(EUCLEAN, "SQLite: the policy revision row is missing.");
+        if (r < 0)
+                return r;
+        v = sqlite3_column_int64(st, 0);
+        if (sqlite3_column_type(st, 0) != SQLITE_INTEGER || v < 0)
+                return corrupt(st, 0);
+        *ret = (uint64_t) v;
+        return 0;
 }
 
 /* CA material */
@@ -1649,6 +2313,24 @@ static const StoreVtable sqlite_vtable = {
         .ca_put = sqlite_ca_put,
         .ca_list = sqlite_ca_list,
         .ca_set_state = sqlite_ca_set_state,
+        .network_create = sqlite_network_create,
+        .network_delete = sqlite_network_delete,
+        .network_list = sqlite_network_list,
+        .resource_create = sqlite_resource_create,
+        .resource_update = sqlite_resource_update,
+        .resource_delete = sqlite_resource_delete,
+        .resource_get = sqlite_resource_get,
+        .resource_list = sqlite_resource_list,
+        .group_create = sqlite_group_create,
+        .group_delete = sqlite_group_delete,
+        .group_get = sqlite_group_get,
+        .group_list = sqlite_group_list,
+        .group_add_member = sqlite_group_add_member,
+        .group_remove_member = sqlite_group_remove_member,
+        .policy_create = sqlite_policy_create,
+        .policy_delete = sqlite_policy_delete,
+        .policy_list = sqlite_policy_list,
+        .policy_revision = sqlite_policy_revision,
         .audit_append = sqlite_audit_append,
         .audit_list = sqlite_audit_list,
         .check_integrity = sqlite_check_integrity,

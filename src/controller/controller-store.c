@@ -11,6 +11,8 @@
 
 #include "controller-store-internal.h"
 #include "log.h"
+#include "policy.h"
+#include "string-util.h"
 #include "strv.h"
 
 /* RFC 5280 §4.1.2.2: serial numbers are at most 20 octets. */
@@ -145,6 +147,71 @@ void store_audit_event_array_free(StoreAuditEvent **a, size_t n) {
                 return;
         for (size_t i = 0; i < n; i++)
                 store_audit_event_free(a[i]);
+        free(a);
+}
+
+StoreNetwork *store_network_free(StoreNetwork *n) {
+        if (!n)
+                return NULL;
+        free(n->name);
+        free(n->description);
+        return mfree(n);
+}
+
+void store_network_array_free(StoreNetwork **a, size_t n) {
+        if (!a)
+                return;
+        for (size_t i = 0; i < n; i++)
+                store_network_free(a[i]);
+        free(a);
+}
+
+StoreResource *store_resource_free(StoreResource *r) {
+        if (!r)
+                return NULL;
+        free(r->name);
+        free(r->address);
+        free(r->protocol);
+        free(r->ports);
+        free(r->remote_network);
+        free(r->alias);
+        strv_free(r->groups);
+        return mfree(r);
+}
+
+void store_resource_array_free(StoreResource **a, size_t n) {
+        if (!a)
+                return;
+        for (size_t i = 0; i < n; i++)
+                store_resource_free(a[i]);
+        free(a);
+}
+
+StoreGroup *store_group_free(StoreGroup *g) {
+        if (!g)
+                return NULL;
+        free(g->name);
+        free(g->description);
+        strv_free(g->members);
+        strv_free(g->resources);
+        return mfree(g);
+}
+
+void store_group_array_free(StoreGroup **a, size_t n) {
+        if (!a)
+                return;
+        for (size_t i = 0; i < n; i++)
+                store_group_free(a[i]);
+        free(a);
+}
+
+void store_policy_array_free(StorePolicy *a, size_t n) {
+        if (!a)
+                return;
+        for (size_t i = 0; i < n; i++) {
+                free(a[i].group);
+                free(a[i].resource);
+        }
         free(a);
 }
 
@@ -344,6 +411,106 @@ static int serial_validate(const char *field, const char *s, bool required) {
                 return log_debug_errno(EINVAL, "Store: %s is not 1..%d hex digits.", field,
                                        CERT_SERIAL_HEX_MAX);
         return 0;
+}
+
+/* A network, resource or group name (policy.h): stored verbatim, so quotes and the like are fine. */
+static int name_validate(const char *field, const char *s) {
+        int r;
+
+        r = text_validate(field, s, true);
+        if (r < 0)
+                return r;
+        if (!policy_name_is_valid(s))
+                return log_debug_errno(EINVAL,
+                                       "Store: %s is not a valid name (1..%u bytes of text, no control "
+                                       "characters, no surrounding whitespace).",
+                                       field, POLICY_NAME_MAX);
+        return 0;
+}
+
+/* Optional free text shown in listings: no control characters. */
+static int description_validate(const char *field, const char *s) {
+        int r;
+
+        r = text_validate(field, s, false);
+        if (r < 0 || !s)
+                return r;
+        if (!string_is_valid_text(s, STORE_STRING_MAX))
+                return log_debug_errno(EINVAL, "Store: %s contains control characters.", field);
+        return 0;
+}
+
+/* A resource address in the canonical text policy.h produces; want_kind _RESOURCE_ADDRESS_KIND_INVALID:
+ * any kind. The store keeps only canonical text so that equal addresses compare equal everywhere. */
+static int address_validate(const char *field, const char *s, bool required, ResourceAddressKind want_kind) {
+        char buf[POLICY_ADDRESS_STRING_MAX];
+        const char *reason = NULL;
+        ResourceAddress a;
+        int r;
+
+        r = text_validate(field, s, required);
+        if (r < 0 || !s)
+                return r;
+        r = resource_address_parse(s, &a, &reason);
+        if (r < 0)
+                return log_debug_errno(r, "Store: %s '%s' is invalid: %s", field, s, strna(reason));
+        if (want_kind >= 0 && a.kind != want_kind)
+                return log_debug_errno(EINVAL, "Store: %s '%s' is not a plain DNS name.", field, s);
+        if (!streq(resource_address_to_string(&a, buf), s))
+                return log_debug_errno(EINVAL, "Store: %s '%s' is not in canonical form ('%s').", field, s,
+                                       buf);
+        return 0;
+}
+
+static int ports_validate(const char *field, const char *s) {
+        char buf[POLICY_PORTS_STRING_MAX];
+        const char *reason = NULL;
+        PortSet p;
+        int r;
+
+        r = text_validate(field, s, true);
+        if (r < 0)
+                return r;
+        r = port_set_parse(s, &p, &reason);
+        if (r < 0)
+                return log_debug_errno(r, "Store: %s '%s' is invalid: %s", field, s, strna(reason));
+        if (!streq(port_set_to_string(&p, buf), s))
+                return log_debug_errno(EINVAL, "Store: %s '%s' is not in canonical form ('%s').", field, s,
+                                       buf);
+        return 0;
+}
+
+static int protocol_validate(const char *field, const char *s) {
+        int r;
+
+        r = text_validate(field, s, true);
+        if (r < 0)
+                return r;
+        if (!streq_ptr(resource_protocol_to_string(resource_protocol_from_string(s)), s))
+                return log_debug_errno(EINVAL, "Store: %s '%s' is not one of any, tcp, udp.", field, s);
+        return 0;
+}
+
+/* A resource as create and update receive it. groups and the times are the store's to fill. */
+static int resource_validate(const StoreResource *res) {
+        int r;
+
+        r = name_validate("resource name", res->name);
+        if (r < 0)
+                return r;
+        r = address_validate("resource address", res->address, true, _RESOURCE_ADDRESS_KIND_INVALID);
+        if (r < 0)
+                return r;
+        r = protocol_validate("resource protocol", res->protocol);
+        if (r < 0)
+                return r;
+        r = ports_validate("resource ports", res->ports);
+        if (r < 0)
+                return r;
+        r = name_validate("resource remote network", res->remote_network);
+        if (r < 0)
+                return r;
+        return address_validate("resource alias", res->alias, false, RESOURCE_ADDRESS_FQDN);
 }
 
 static int token_validate(const StoreToken *t) {
@@ -754,6 +921,237 @@ int store_ca_set_state(Store *s, const uint8_t fingerprint[32], StoreCaState sta
         if (!store_ca_state_to_string(state))
                 return log_debug_errno(EINVAL, "Store: invalid CA state.");
         return s->vtable->ca_set_state(s, fingerprint, state);
+}
+
+int store_network_create(Store *s, const char *name, const char *description, usec_t now) {
+        int r;
+
+        assert(s);
+
+        r = name_validate("network name", name);
+        if (r < 0)
+                return r;
+        r = description_validate("network description", description);
+        if (r < 0)
+                return r;
+        r = time_validate("creation time", now, true);
+        if (r < 0)
+                return r;
+        return s->vtable->network_create(s, name, description, now);
+}
+
+int store_network_delete(Store *s, const char *name) {
+        int r;
+
+        assert(s);
+
+        r = name_validate("network name", name);
+        if (r < 0)
+                return r;
+        return s->vtable->network_delete(s, name);
+}
+
+int store_network_list(Store *s, StoreNetwork ***ret, size_t *ret_n) {
+        assert(s);
+        assert(ret);
+        assert(ret_n);
+
+        return s->vtable->network_list(s, ret, ret_n);
+}
+
+int store_resource_create(Store *s, const StoreResource *res, usec_t now) {
+        int r;
+
+        assert(s);
+        assert(res);
+
+        r = resource_validate(res);
+        if (r < 0)
+                return r;
+        r = time_validate("creation time", now, true);
+        if (r < 0)
+                return r;
+        return s->vtable->resource_create(s, res, now);
+}
+
+int store_resource_update(Store *s, const StoreResource *res, usec_t now) {
+        int r;
+
+        assert(s);
+        assert(res);
+
+        r = resource_validate(res);
+        if (r < 0)
+                return r;
+        r = time_validate("update time", now, true);
+        if (r < 0)
+                return r;
+        return s->vtable->resource_update(s, res, now);
+}
+
+int store_resource_delete(Store *s, const char *name) {
+        int r;
+
+        assert(s);
+
+        r = name_validate("resource name", name);
+        if (r < 0)
+                return r;
+        return s->vtable->resource_delete(s, name);
+}
+
+int store_resource_get(Store *s, const char *name, StoreResource **ret) {
+        int r;
+
+        assert(s);
+        assert(ret);
+
+        r = name_validate("resource name", name);
+        if (r < 0)
+                return r;
+        return s->vtable->resource_get(s, name, ret);
+}
+
+int store_resource_list(Store *s, const char *network, StoreResource ***ret, size_t *ret_n) {
+        int r;
+
+        assert(s);
+        assert(ret);
+        assert(ret_n);
+
+        if (network) {
+                r = name_validate("network name", network);
+                if (r < 0)
+                        return r;
+        }
+        return s->vtable->resource_list(s, network, ret, ret_n);
+}
+
+int store_group_create(Store *s, const char *name, const char *description, usec_t now) {
+        int r;
+
+        assert(s);
+
+        r = name_validate("group name", name);
+        if (r < 0)
+                return r;
+        r = description_validate("group description", description);
+        if (r < 0)
+                return r;
+        r = time_validate("creation time", now, true);
+        if (r < 0)
+                return r;
+        return s->vtable->group_create(s, name, description, now);
+}
+
+int store_group_delete(Store *s, const char *name) {
+        int r;
+
+        assert(s);
+
+        r = name_validate("group name", name);
+        if (r < 0)
+                return r;
+        return s->vtable->group_delete(s, name);
+}
+
+int store_group_get(Store *s, const char *name, StoreGroup **ret) {
+        int r;
+
+        assert(s);
+        assert(ret);
+
+        r = name_validate("group name", name);
+        if (r < 0)
+                return r;
+        return s->vtable->group_get(s, name, ret);
+}
+
+int store_group_list(Store *s, StoreGroup ***ret, size_t *ret_n) {
+        assert(s);
+        assert(ret);
+        assert(ret_n);
+
+        return s->vtable->group_list(s, ret, ret_n);
+}
+
+/* Only tunnelers hold groups (DESIGN.md §5); the SPIFFE ID says the role, so a connector's ID is refused
+ * here whether it is enrolled or not. */
+static int membership_validate(const char *group, const char *spiffe_id) {
+        int r;
+
+        r = name_validate("group name", group);
+        if (r < 0)
+                return r;
+        return spiffe_validate("group member", spiffe_id, true, SPIFFE_ROLE_TUNNELER, NULL);
+}
+
+int store_group_add_member(Store *s, const char *group, const char *spiffe_id) {
+        int r;
+
+        assert(s);
+
+        r = membership_validate(group, spiffe_id);
+        if (r < 0)
+                return r;
+        return s->vtable->group_add_member(s, group, spiffe_id);
+}
+
+int store_group_remove_member(Store *s, const char *group, const char *spiffe_id) {
+        int r;
+
+        assert(s);
+
+        r = membership_validate(group, spiffe_id);
+        if (r < 0)
+                return r;
+        return s->vtable->group_remove_member(s, group, spiffe_id);
+}
+
+int store_policy_create(Store *s, const char *group, const char *resource, usec_t now) {
+        int r;
+
+        assert(s);
+
+        r = name_validate("policy group", group);
+        if (r < 0)
+                return r;
+        r = name_validate("policy resource", resource);
+        if (r < 0)
+                return r;
+        r = time_validate("creation time", now, true);
+        if (r < 0)
+                return r;
+        return s->vtable->policy_create(s, group, resource, now);
+}
+
+int store_policy_delete(Store *s, const char *group, const char *resource) {
+        int r;
+
+        assert(s);
+
+        r = name_validate("policy group", group);
+        if (r < 0)
+                return r;
+        r = name_validate("policy resource", resource);
+        if (r < 0)
+                return r;
+        return s->vtable->policy_delete(s, group, resource);
+}
+
+int store_policy_list(Store *s, StorePolicy **ret, size_t *ret_n) {
+        assert(s);
+        assert(ret);
+        assert(ret_n);
+
+        return s->vtable->policy_list(s, ret, ret_n);
+}
+
+int store_policy_revision(Store *s, uint64_t *ret) {
+        assert(s);
+        assert(ret);
+
+        return s->vtable->policy_revision(s, ret);
 }
 
 int store_audit_append(Store *s, const StoreAuditEvent *e, int64_t *ret_seq) {

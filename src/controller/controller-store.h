@@ -148,6 +148,93 @@ typedef struct StoreAuditFilter {
         size_t limit;               /* 1..STORE_AUDIT_PAGE_MAX */
 } StoreAuditFilter;
 
+/* Policy (DESIGN.md §5, src/shared/policy.h for the value rules). Names are policy_name_is_valid(); addresses,
+ * ports and protocols are stored in the canonical text policy.h produces, and the store re-checks them
+ * (-EINVAL). Every mutation bumps the policy revision in the same transaction, so the controller can tell
+ * agents which snapshot they hold. */
+
+typedef struct StoreNetwork {
+        char *name;                 /* key */
+        char *description;          /* may be NULL */
+        usec_t created_at;
+} StoreNetwork;
+
+StoreNetwork *store_network_free(StoreNetwork *n);
+DEFINE_TRIVIAL_CLEANUP_FUNC(StoreNetwork *, store_network_free);
+void store_network_array_free(StoreNetwork **a, size_t n);
+
+typedef struct StoreResource {
+        char *name;                 /* key */
+        char *address;              /* canonical resource address */
+        char *protocol;             /* "any", "tcp", "udp" */
+        char *ports;                /* canonical port set ("any", "22,80-90") */
+        char *remote_network;       /* an existing network */
+        char *alias;                /* an FQDN tunnelers may use for it, or NULL */
+        char **groups;              /* groups granted (from the policies), filled by get/list; ignored by put */
+        usec_t created_at;
+        usec_t updated_at;
+} StoreResource;
+
+StoreResource *store_resource_free(StoreResource *r);
+DEFINE_TRIVIAL_CLEANUP_FUNC(StoreResource *, store_resource_free);
+void store_resource_array_free(StoreResource **a, size_t n);
+
+typedef struct StoreGroup {
+        char *name;                 /* key */
+        char *description;          /* may be NULL */
+        char **members;             /* tunneler SPIFFE IDs (from agents' groups), filled by get/list */
+        char **resources;           /* resources granted (from the policies), filled by get/list */
+        usec_t created_at;
+} StoreGroup;
+
+StoreGroup *store_group_free(StoreGroup *g);
+DEFINE_TRIVIAL_CLEANUP_FUNC(StoreGroup *, store_group_free);
+void store_group_array_free(StoreGroup **a, size_t n);
+
+typedef struct StorePolicy {
+        char *group;
+        char *resource;
+        usec_t created_at;
+} StorePolicy;
+
+void store_policy_array_free(StorePolicy *a, size_t n);
+
+/* Networks. create: -EEXIST. delete: -ENOENT, -EBUSY while a resource or a non-revoked connector belongs to
+ * it. */
+int store_network_create(Store *s, const char *name, const char *description, usec_t now);
+int store_network_delete(Store *s, const char *name);
+int store_network_list(Store *s, StoreNetwork ***ret, size_t *ret_n);
+
+/* Resources. create: -EEXIST, -ENOENT for an unknown network (ret_reason names it). update: replaces address,
+ * protocol, ports, network and alias of an existing resource (-ENOENT). delete: -ENOENT; its policies go
+ * with it. list: ordered by name; network NULL for all. */
+int store_resource_create(Store *s, const StoreResource *r, usec_t now);
+int store_resource_update(Store *s, const StoreResource *r, usec_t now);
+int store_resource_delete(Store *s, const char *name);
+int store_resource_get(Store *s, const char *name, StoreResource **ret);
+int store_resource_list(Store *s, const char *network, StoreResource ***ret, size_t *ret_n);
+
+/* Groups. create: -EEXIST. delete: -ENOENT; its policies go, and it is removed from every agent's groups.
+ * add_member/remove_member: the agent must be a tunneler (-EINVAL otherwise, -ENOENT when unknown, or for
+ * an unknown group); adding a member twice or removing a non-member is -EALREADY. At most STORE_GROUPS_MAX
+ * groups per agent (-E2BIG). */
+int store_group_create(Store *s, const char *name, const char *description, usec_t now);
+int store_group_delete(Store *s, const char *name);
+int store_group_get(Store *s, const char *name, StoreGroup **ret);
+int store_group_list(Store *s, StoreGroup ***ret, size_t *ret_n);
+int store_group_add_member(Store *s, const char *group, const char *spiffe_id);
+int store_group_remove_member(Store *s, const char *group, const char *spiffe_id);
+
+/* Policies: group → resource. create: -ENOENT for an unknown group or resource, -EEXIST. delete: -ENOENT.
+ * list: ordered by group, then resource. */
+int store_policy_create(Store *s, const char *group, const char *resource, usec_t now);
+int store_policy_delete(Store *s, const char *group, const char *resource);
+int store_policy_list(Store *s, StorePolicy **ret, size_t *ret_n);
+
+/* The policy revision: 0 for a new store, +1 with every successful policy mutation above (and with
+ * store_agent_revoke() and store_enroll() of a tunneler, which change who holds which groups). */
+int store_policy_revision(Store *s, uint64_t *ret);
+
 /* Opens (creating if needed, mode 0600) and migrates. */
 int store_open_sqlite(const char *path, Store **ret);
 Store *store_free(Store *s);

@@ -16,13 +16,18 @@
 #include "crypto-util.h"
 #include "fileio.h"
 #include "hexdecoct.h"
+#include "policy.h"
 #include "string-util.h"
 #include "strv.h"
 #include "tests.h"
 
 #define ALL_MIGRATIONS ((unsigned) -1)
+/* The migration that added the policy model. */
+#define MIGRATION_POLICY 3U
 #define T0 ((usec_t) 1700000000 * USEC_PER_SEC)
 #define TD "spiffe://example.org"
+/* A NULL-terminated list literal. */
+#define STRV_MAKE(...) ((char **) ((const char *[]) { __VA_ARGS__, NULL }))
 
 /* Backends */
 
@@ -157,6 +162,54 @@ static char *dump_store(Store *s) {
         return buf;
 }
 
+/* Every policy row and the revision as text. */
+static char *dump_policy(Store *s) {
+        StoreNetwork **networks = NULL;
+        StoreResource **resources = NULL;
+        StoreGroup **groups = NULL;
+        StorePolicy *policies = NULL;
+        size_t n_networks = 0, n_resources = 0, n_groups = 0, n_policies = 0, size = 0;
+        uint64_t revision = 0;
+        char *buf = NULL;
+        FILE *f;
+
+        ASSERT_OK(store_network_list(s, &networks, &n_networks));
+        ASSERT_OK(store_resource_list(s, NULL, &resources, &n_resources));
+        ASSERT_OK(store_group_list(s, &groups, &n_groups));
+        ASSERT_OK(store_policy_list(s, &policies, &n_policies));
+        ASSERT_OK(store_policy_revision(s, &revision));
+        f = ASSERT_NOT_NULL(open_memstream(&buf, &size));
+        fprintf(f, "revision %" PRIu64 "\n", revision);
+        for (size_t i = 0; i < n_networks; i++)
+                fprintf(f, "network '%s' '%s' %" PRIu64 "\n", networks[i]->name,
+                        strna(networks[i]->description), networks[i]->created_at);
+        for (size_t i = 0; i < n_resources; i++) {
+                const StoreResource *r = resources[i];
+
+                fprintf(f, "resource '%s' %s %s %s '%s' %s %" PRIu64 " %" PRIu64, r->name, r->address,
+                        r->protocol, r->ports, r->remote_network, strna(r->alias), r->created_at,
+                        r->updated_at);
+                dump_strv(f, "groups", r->groups);
+                fputc('\n', f);
+        }
+        for (size_t i = 0; i < n_groups; i++) {
+                fprintf(f, "group '%s' '%s' %" PRIu64, groups[i]->name, strna(groups[i]->description),
+                        groups[i]->created_at);
+                dump_strv(f, "members", groups[i]->members);
+                dump_strv(f, "resources", groups[i]->resources);
+                fputc('\n', f);
+        }
+        for (size_t i = 0; i < n_policies; i++)
+                fprintf(f, "policy '%s' '%s' %" PRIu64 "\n", policies[i].group, policies[i].resource,
+                        policies[i].created_at);
+        ASSERT_EQ(fclose(f), 0);
+        store_network_array_free(networks, n_networks);
+        store_resource_array_free(resources, n_resources);
+        store_group_array_free(groups, n_groups);
+        store_policy_array_free(policies, n_policies);
+        return buf;
+}
+
 /* Fixtures */
 
 typedef struct TestToken {
@@ -268,6 +321,27 @@ static void populate(Store *s, TestToken *consumed, TestToken *fresh) {
         ASSERT_OK(store_ca_put(s, &root));
         ASSERT_OK(store_audit_append(s, &e, NULL));
         ASSERT_OK(store_meta_set(s, "trust_domain", "example.org"));
+
+        /* The policy model, where the schema has it. */
+        {
+                StoreResource web = {
+                        .name = (char *) "web",
+                        .address = (char *) "192.168.1.100",
+                        .protocol = (char *) "tcp",
+                        .ports = (char *) "443,8006",
+                        .remote_network = (char *) "lab",
+                        .alias = (char *) "web.lab",
+                };
+                unsigned v = 0;
+
+                ASSERT_OK(store_get_schema_version(s, &v));
+                if (v < MIGRATION_POLICY)
+                        return;
+                ASSERT_OK(store_network_create(s, "lab", "the lab", T0));
+                ASSERT_OK(store_resource_create(s, &web, T0));
+                ASSERT_OK(store_group_create(s, "eng", NULL, T0));
+                ASSERT_OK(store_policy_create(s, "eng", "web", T0));
+        }
 }
 
 /* Migrations */
@@ -309,7 +383,8 @@ TEST(migrations_from_each_older_version) {
         FOREACH_BACKEND(b) {
                 for (unsigned k = 1; k < b->migrations_count(); k++) {
                         _cleanup_(store_freep) Store *s = NULL;
-                        _cleanup_free_ char *before = NULL, *after = NULL, *td = NULL;
+                        _cleanup_free_ char *before = NULL, *after = NULL, *td = NULL, *before_policy = NULL,
+                                            *after_policy = NULL;
                         StoreCa **cas = NULL;
                         StoreAuditEvent **events = NULL;
                         size_t n_cas = 0, n_events = 0;
@@ -324,6 +399,8 @@ TEST(migrations_from_each_older_version) {
                         ASSERT_UEQ(v, k);
                         populate(s, &consumed, &fresh);
                         before = dump_store(s);
+                        if (k >= MIGRATION_POLICY)
+                                before_policy = dump_policy(s);
                         s = store_free(s);
 
                         s = open_store(b, name);
@@ -331,6 +408,9 @@ TEST(migrations_from_each_older_version) {
                         ASSERT_UEQ(v, b->migrations_count());
                         after = dump_store(s);
                         ASSERT_STREQ(before, after);
+                        after_policy = dump_policy(s);
+                        /* The policy model starts empty at revision 0, or is carried over. */
+                        ASSERT_STREQ(after_policy, before_policy ?: "revision 0\n");
                         ASSERT_STRSTR(after, "laptop-1");
                         ASSERT_OK(store_ca_list(s, &cas, &n_cas));
                         ASSERT_UEQ(n_cas, 1);
@@ -1791,6 +1871,796 @@ TEST(audit) {
         }
 }
 
+/* Policy */
+
+static uint64_t revision(Store *s) {
+        uint64_t v = UINT64_MAX;
+
+        ASSERT_OK(store_policy_revision(s, &v));
+        return v;
+}
+
+/* A successful mutation moves the revision on by exactly one. */
+#define ASSERT_BUMPS(s, expr)                                     \
+        do {                                                      \
+                uint64_t _before = revision(s);                   \
+                ASSERT_OK(expr);                                  \
+                ASSERT_UEQ(revision(s), _before + 1);             \
+        } while (0)
+
+/* A refused one fails with exactly err and leaves the revision alone. */
+#define ASSERT_REFUSED(s, expr, err)                              \
+        do {                                                      \
+                uint64_t _before = revision(s);                   \
+                ASSERT_ERROR(expr, err);                          \
+                ASSERT_UEQ(revision(s), _before);                 \
+        } while (0)
+
+#define EVIL "x'); DROP TABLE agents;--"
+
+/* Enrolls a fresh agent through a token carrying network and groups. */
+static void enroll_agent(Store *s, TestAgent *ta, SpiffeRole role, const char *id, const char *network,
+                         char **groups) {
+        TestToken tt;
+
+        test_token_init(&tt, role);
+        tt.t.remote_network = (char *) network;
+        tt.t.groups = groups;
+        ASSERT_OK(store_token_create(s, &tt.t));
+        test_agent_init(ta, role, id);
+        test_enroll(s, &tt, ta, T0 + 1);
+}
+
+static StoreResource test_resource(const char *name, const char *address, const char *network) {
+        return (StoreResource) {
+                .name = (char *) name,
+                .address = (char *) address,
+                .protocol = (char *) "tcp",
+                .ports = (char *) "22,80-90",
+                .remote_network = (char *) network,
+        };
+}
+
+static void assert_resource_eq(const StoreResource *got, const StoreResource *want) {
+        ASSERT_STREQ(got->name, want->name);
+        ASSERT_STREQ(got->address, want->address);
+        ASSERT_STREQ(got->protocol, want->protocol);
+        ASSERT_STREQ(got->ports, want->ports);
+        ASSERT_STREQ(got->remote_network, want->remote_network);
+        ASSERT_STREQ_PTR(got->alias, want->alias);
+}
+
+static StoreResource *resource_get(Store *s, const char *name) {
+        StoreResource *r = NULL;
+
+        ASSERT_OK(store_resource_get(s, name, &r));
+        return ASSERT_NOT_NULL(r);
+}
+
+static StoreGroup *group_get(Store *s, const char *name) {
+        StoreGroup *g = NULL;
+
+        ASSERT_OK(store_group_get(s, name, &g));
+        return ASSERT_NOT_NULL(g);
+}
+
+/* Names every policy function refuses: empty, control characters, surrounding whitespace, too long, not
+ * UTF-8. */
+static const char *const bad_names[] = {
+        "", "a\nb", "tab\there", "\x7f", " lead", "trail ", "\xff", "\xc0\xaf",
+        "nnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnn"
+        "nnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnn", /* 129 bytes */
+};
+
+TEST(policy_networks) {
+        FOREACH_BACKEND(b) {
+                _cleanup_(store_freep) Store *s = NULL;
+                StoreNetwork **list = NULL;
+                StoreResource web = test_resource("web", "192.168.1.100", "lab");
+                TestAgent conn, laptop;
+                size_t n = 0;
+
+                CASE("%s", b->name);
+                s = open_store(b, "networks");
+                ASSERT_UEQ(strlen(bad_names[ELEMENTSOF(bad_names) - 1]), POLICY_NAME_MAX + 1);
+                ASSERT_UEQ(revision(s), 0);
+
+                ASSERT_BUMPS(s, store_network_create(s, "lab", "The lab, 3rd floor", T0 + 2));
+                ASSERT_BUMPS(s, store_network_create(s, "dmz", NULL, T0 + 1));
+                ASSERT_BUMPS(s, store_network_create(s, EVIL, "it's \"quoted\"; --", T0 + 3));
+                ASSERT_BUMPS(s, store_network_create(s, "Lab", NULL, T0 + 4)); /* names are case-sensitive */
+                ASSERT_UEQ(revision(s), 4);
+
+                CASE("%s: refusals", b->name);
+                ASSERT_REFUSED(s, store_network_create(s, "lab", NULL, T0), EEXIST);
+                ASSERT_REFUSED(s, store_network_create(s, NULL, NULL, T0), EINVAL);
+                for (size_t i = 0; i < ELEMENTSOF(bad_names); i++) {
+                        CASE("%s: bad name %zu", b->name, i);
+                        ASSERT_REFUSED(s, store_network_create(s, bad_names[i], NULL, T0), EINVAL);
+                        ASSERT_REFUSED(s, store_network_delete(s, bad_names[i]), EINVAL);
+                }
+                CASE("%s: bad descriptions and times", b->name);
+                ASSERT_REFUSED(s, store_network_create(s, "new", "two\nlines", T0), EINVAL);
+                ASSERT_REFUSED(s, store_network_create(s, "new", "", T0), EINVAL);
+                ASSERT_REFUSED(s, store_network_create(s, "new", "\xc3\x28", T0), EINVAL);
+                ASSERT_REFUSED(s, store_network_create(s, "new", NULL, 0), EINVAL);
+                ASSERT_REFUSED(s, store_network_create(s, "new", NULL, (usec_t) INT64_MAX + 1), EINVAL);
+
+                /* Ordered by name (bytes), fields verbatim. */
+                CASE("%s: list", b->name);
+                ASSERT_OK(store_network_list(s, &list, &n));
+                ASSERT_UEQ(n, 4);
+                ASSERT_STREQ(list[0]->name, "Lab");
+                ASSERT_STREQ(list[1]->name, "dmz");
+                ASSERT_NULL(list[1]->description);
+                ASSERT_UEQ(list[1]->created_at, T0 + 1);
+                ASSERT_STREQ(list[2]->name, "lab");
+                ASSERT_STREQ(list[2]->description, "The lab, 3rd floor");
+                ASSERT_UEQ(list[2]->created_at, T0 + 2);
+                ASSERT_STREQ(list[3]->name, EVIL);
+                ASSERT_STREQ(list[3]->description, "it's \"quoted\"; --");
+                store_network_array_free(list, n);
+
+                /* Busy while a resource or a live connector belongs to it. */
+                CASE("%s: delete", b->name);
+                ASSERT_REFUSED(s, store_network_delete(s, "nowhere"), ENOENT);
+                ASSERT_BUMPS(s, store_resource_create(s, &web, T0));
+                ASSERT_REFUSED(s, store_network_delete(s, "lab"), EBUSY);
+                ASSERT_BUMPS(s, store_resource_delete(s, "web"));
+                enroll_agent(s, &conn, SPIFFE_ROLE_CONNECTOR, "conn-1", "lab", NULL);
+                /* A tunneler never belongs to a network; it does not hold one up. */
+                enroll_agent(s, &laptop, SPIFFE_ROLE_TUNNELER, "laptop", NULL, NULL);
+                ASSERT_REFUSED(s, store_network_delete(s, "lab"), EBUSY);
+                ASSERT_BUMPS(s, store_agent_revoke(s, conn.spiffe_id, "decommissioned", T0 + 5));
+                ASSERT_BUMPS(s, store_network_delete(s, "lab"));
+                ASSERT_REFUSED(s, store_network_delete(s, "lab"), ENOENT);
+                ASSERT_BUMPS(s, store_network_delete(s, EVIL));
+                ASSERT_BUMPS(s, store_network_delete(s, "dmz"));
+
+                ASSERT_OK(store_network_list(s, &list, &n));
+                ASSERT_UEQ(n, 1);
+                ASSERT_STREQ(list[0]->name, "Lab");
+                store_network_array_free(list, n);
+                /* The metacharacters did nothing. */
+                {
+                        StoreAgent **agents = NULL;
+
+                        ASSERT_OK(store_agent_list(s, _SPIFFE_ROLE_INVALID, &agents, &n));
+                        ASSERT_UEQ(n, 2);
+                        store_agent_array_free(agents, n);
+                }
+                ASSERT_OK(store_check_integrity(s));
+        }
+}
+
+/* One field of a resource replaced by a bad value. */
+typedef struct ResourceRefusal {
+        const char *what;
+        const char *field; /* "name", "address", "protocol", "ports", "network", "alias" */
+        const char *value;
+        int error;
+} ResourceRefusal;
+
+static const ResourceRefusal resource_refusals[] = {
+        { "name missing", "name", NULL, EINVAL },
+        { "name with newline", "name", "we\nb", EINVAL },
+        { "name with leading space", "name", " web", EINVAL },
+        { "address missing", "address", NULL, EINVAL },
+        { "address empty", "address", "", EINVAL },
+        { "host bits set", "address", "10.0.0.1/24", EINVAL },
+        { "octal-looking IPv4", "address", "010.0.0.1", EINVAL },
+        { "prefix too long", "address", "10.0.0.0/33", EINVAL },
+        { "upper-case name", "address", "DB.lab.example", EINVAL },
+        { "trailing dot", "address", "db.lab.example.", EINVAL },
+        { "upper-case IPv6", "address", "FD00::5", EINVAL },
+        { "long IPv6", "address", "fd00:0:0:0:0:0:0:5", EINVAL },
+        { "/32 spelled out", "address", "10.0.0.5/32", EINVAL },
+        { "bare star", "address", "*", EINVAL },
+        { "SQL in address", "address", EVIL, EINVAL },
+        { "protocol missing", "protocol", NULL, EINVAL },
+        { "protocol upper-case", "protocol", "TCP", EINVAL },
+        { "protocol icmp", "protocol", "icmp", EINVAL },
+        { "protocol empty", "protocol", "", EINVAL },
+        { "ports missing", "ports", NULL, EINVAL },
+        { "port 0", "ports", "0", EINVAL },
+        { "port 65536", "ports", "65536", EINVAL },
+        { "range backwards", "ports", "90-80", EINVAL },
+        { "ports unsorted", "ports", "80,22", EINVAL },
+        { "ports with spaces", "ports", "22, 80", EINVAL },
+        { "every port spelled out", "ports", "1-65535", EINVAL },
+        { "ports star", "ports", "*", EINVAL },
+        { "ports empty", "ports", "", EINVAL },
+        { "network missing", "network", NULL, EINVAL },
+        { "network with tab", "network", "l\tab", EINVAL },
+        { "unknown network", "network", "nowhere", ENOENT },
+        { "alias empty", "alias", "", EINVAL },
+        { "alias wildcard", "alias", "*.lab.example", EINVAL },
+        { "alias address", "alias", "10.0.0.1", EINVAL },
+        { "alias upper-case", "alias", "Web.Lab", EINVAL },
+        { "alias with space", "alias", "web lab", EINVAL },
+};
+
+static void resource_set(StoreResource *r, const char *field, const char *value) {
+        char **p = streq(field, "name")      ? &r->name :
+                   streq(field, "address")   ? &r->address :
+                   streq(field, "protocol")  ? &r->protocol :
+                   streq(field, "ports")     ? &r->ports :
+                   streq(field, "network")   ? &r->remote_network :
+                   streq(field, "alias")     ? &r->alias :
+                                               NULL;
+
+        *ASSERT_NOT_NULL(p) = (char *) value;
+}
+
+TEST(policy_resources) {
+        FOREACH_BACKEND(b) {
+                _cleanup_(store_freep) Store *s = NULL;
+                StoreResource want[] = {
+                        test_resource("web", "192.168.1.100", "lab"),
+                        test_resource("db", "db.lab.example", "lab"),
+                        test_resource("all-lab", "*.lab.example", "lab"),
+                        test_resource("subnet", "10.0.0.0/24", "dmz"),
+                        test_resource("v6", "fd00::/64", "dmz"),
+                        test_resource(EVIL, "fd00::5", "dmz"),
+                };
+                StoreResource **list = NULL;
+                size_t n = 0;
+
+                CASE("%s", b->name);
+                s = open_store(b, "resources");
+                ASSERT_OK(store_network_create(s, "lab", NULL, T0));
+                ASSERT_OK(store_network_create(s, "dmz", NULL, T0));
+                want[0].ports = (char *) "443,8006";
+                want[0].alias = (char *) "web.lab";
+                want[2].protocol = (char *) "any";
+                want[2].ports = (char *) "any";
+                want[3].protocol = (char *) "udp";
+                want[3].ports = (char *) "53,1000-2000";
+                want[4].alias = (char *) "v6.dmz.example";
+                /* groups, created_at and updated_at are the store's: what a caller puts there is ignored. */
+                want[5].created_at = T0 + 999;
+                want[5].groups = STRV_MAKE("ignored");
+
+                for (size_t i = 0; i < ELEMENTSOF(want); i++) {
+                        _cleanup_(store_resource_freep) StoreResource *got = NULL;
+
+                        CASE("%s: create '%s'", b->name, want[i].name);
+                        ASSERT_BUMPS(s, store_resource_create(s, &want[i], T0 + 10 + i));
+                        got = resource_get(s, want[i].name);
+                        assert_resource_eq(got, &want[i]);
+                        ASSERT_NULL(got->groups);
+                        ASSERT_UEQ(got->created_at, T0 + 10 + i);
+                        ASSERT_UEQ(got->updated_at, T0 + 10 + i);
+                }
+
+                CASE("%s: list", b->name);
+                ASSERT_OK(store_resource_list(s, NULL, &list, &n));
+                ASSERT_UEQ(n, 6);
+                assert_resource_eq(list[0], &want[2]); /* all-lab */
+                assert_resource_eq(list[1], &want[1]); /* db */
+                assert_resource_eq(list[2], &want[3]); /* subnet */
+                assert_resource_eq(list[3], &want[4]); /* v6 */
+                assert_resource_eq(list[4], &want[0]); /* web */
+                assert_resource_eq(list[5], &want[5]); /* x'); … */
+                store_resource_array_free(list, n);
+                ASSERT_OK(store_resource_list(s, "lab", &list, &n));
+                ASSERT_UEQ(n, 3);
+                ASSERT_STREQ(list[0]->name, "all-lab");
+                ASSERT_STREQ(list[1]->name, "db");
+                ASSERT_STREQ(list[2]->name, "web");
+                store_resource_array_free(list, n);
+                ASSERT_OK(store_resource_list(s, "dmz", &list, &n));
+                ASSERT_UEQ(n, 3);
+                ASSERT_STREQ(list[2]->name, EVIL);
+                store_resource_array_free(list, n);
+                list = NULL;
+                ASSERT_OK(store_resource_list(s, "nowhere", &list, &n));
+                ASSERT_UEQ(n, 0);
+                free(list);
+                for (size_t i = 0; i < ELEMENTSOF(bad_names); i++) {
+                        CASE("%s: list, bad network %zu", b->name, i);
+                        ASSERT_ERROR(store_resource_list(s, bad_names[i], &list, &n), EINVAL);
+                }
+
+                /* Every bad field is refused by create and update alike, and changes nothing. */
+                for (size_t i = 0; i < ELEMENTSOF(resource_refusals); i++) {
+                        const ResourceRefusal *c = resource_refusals + i;
+                        StoreResource fresh = test_resource("fresh", "172.16.0.1", "lab"),
+                                      upd = test_resource("web", "172.16.0.1", "dmz");
+                        StoreResource *none = NULL;
+
+                        CASE("%s: refused, %s", b->name, c->what);
+                        resource_set(&fresh, c->field, c->value);
+                        ASSERT_REFUSED(s, store_resource_create(s, &fresh, T0 + 50), c->error);
+                        ASSERT_ERROR(store_resource_get(s, "fresh", &none), ENOENT);
+                        ASSERT_NULL(none);
+                        if (streq(c->field, "name"))
+                                continue;
+                        resource_set(&upd, c->field, c->value);
+                        ASSERT_REFUSED(s, store_resource_update(s, &upd, T0 + 50), c->error);
+                }
+                CASE("%s: refused, times", b->name);
+                {
+                        StoreResource fresh = test_resource("fresh", "172.16.0.1", "lab");
+
+                        ASSERT_REFUSED(s, store_resource_create(s, &fresh, 0), EINVAL);
+                        ASSERT_REFUSED(s, store_resource_update(s, &want[0], 0), EINVAL);
+                        ASSERT_REFUSED(s, store_resource_update(s, &want[0], (usec_t) INT64_MAX + 1), EINVAL);
+                }
+                CASE("%s: refused, duplicate", b->name);
+                {
+                        StoreResource dup = test_resource("web", "172.16.0.1", "dmz");
+
+                        ASSERT_REFUSED(s, store_resource_create(s, &dup, T0 + 50), EEXIST);
+                        /* Even when its network is unknown too: the name is the first thing. */
+                        dup.remote_network = (char *) "nowhere";
+                        ASSERT_REFUSED(s, store_resource_create(s, &dup, T0 + 50), EEXIST);
+                }
+                CASE("%s: refused, unknown resource", b->name);
+                {
+                        StoreResource nope = test_resource("nope", "172.16.0.1", "dmz");
+
+                        ASSERT_REFUSED(s, store_resource_update(s, &nope, T0 + 50), ENOENT);
+                        ASSERT_REFUSED(s, store_resource_delete(s, "nope"), ENOENT);
+                }
+                for (size_t i = 0; i < ELEMENTSOF(bad_names); i++) {
+                        StoreResource *none = NULL;
+
+                        CASE("%s: bad name %zu", b->name, i);
+                        ASSERT_REFUSED(s, store_resource_delete(s, bad_names[i]), EINVAL);
+                        ASSERT_ERROR(store_resource_get(s, bad_names[i], &none), EINVAL);
+                        ASSERT_NULL(none);
+                }
+                /* Nothing of the above touched web. */
+                {
+                        _cleanup_(store_resource_freep) StoreResource *got = resource_get(s, "web");
+
+                        assert_resource_eq(got, &want[0]);
+                        ASSERT_UEQ(got->updated_at, T0 + 10);
+                }
+
+                /* Update replaces the values, keeps the name, creation time and policies. */
+                CASE("%s: update", b->name);
+                ASSERT_OK(store_group_create(s, "eng", NULL, T0));
+                ASSERT_OK(store_policy_create(s, "eng", "web", T0));
+                {
+                        StoreResource upd = {
+                                .name = (char *) "web",
+                                .address = (char *) "192.168.1.0/24",
+                                .protocol = (char *) "any",
+                                .ports = (char *) "any",
+                                .remote_network = (char *) "dmz",
+                                .alias = NULL,
+                        };
+                        _cleanup_(store_resource_freep) StoreResource *got = NULL;
+
+                        ASSERT_BUMPS(s, store_resource_update(s, &upd, T0 + 100));
+                        got = resource_get(s, "web");
+                        assert_resource_eq(got, &upd);
+                        ASSERT_UEQ(got->created_at, T0 + 10);
+                        ASSERT_UEQ(got->updated_at, T0 + 100);
+                        ASSERT_STRV_EQ(got->groups, STRV_MAKE("eng"));
+                }
+
+                /* Delete takes the resource's policies along. */
+                CASE("%s: delete", b->name);
+                ASSERT_BUMPS(s, store_resource_delete(s, "web"));
+                ASSERT_REFUSED(s, store_resource_delete(s, "web"), ENOENT);
+                {
+                        _cleanup_(store_group_freep) StoreGroup *g = group_get(s, "eng");
+                        StorePolicy *policies = NULL;
+                        StoreResource *none = NULL;
+
+                        ASSERT_NULL(g->resources);
+                        ASSERT_OK(store_policy_list(s, &policies, &n));
+                        ASSERT_UEQ(n, 0);
+                        store_policy_array_free(policies, n);
+                        ASSERT_ERROR(store_resource_get(s, "web", &none), ENOENT);
+                        ASSERT_NULL(none);
+                }
+                ASSERT_BUMPS(s, store_resource_delete(s, EVIL));
+                ASSERT_OK(store_resource_list(s, NULL, &list, &n));
+                ASSERT_UEQ(n, 4);
+                store_resource_array_free(list, n);
+                ASSERT_OK(store_check_integrity(s));
+        }
+}
+
+TEST(policy_groups) {
+        static char *ops_only[] = { (char *) "ops", NULL }, *eng_only[] = { (char *) "eng", NULL };
+
+        FOREACH_BACKEND(b) {
+                _cleanup_(store_freep) Store *s = NULL;
+                StoreResource web = test_resource("web", "192.168.1.100", "lab");
+                TestAgent alpha, zulu, conn, gone;
+                StoreGroup **list = NULL;
+                size_t n = 0;
+
+                CASE("%s", b->name);
+                s = open_store(b, "groups");
+                ASSERT_BUMPS(s, store_group_create(s, "eng", "Engineering", T0 + 1));
+                ASSERT_BUMPS(s, store_group_create(s, "ops", NULL, T0 + 2));
+                ASSERT_BUMPS(s, store_group_create(s, EVIL, "o'brien's", T0 + 3));
+
+                CASE("%s: create refused", b->name);
+                ASSERT_REFUSED(s, store_group_create(s, "eng", NULL, T0), EEXIST);
+                ASSERT_REFUSED(s, store_group_create(s, NULL, NULL, T0), EINVAL);
+                ASSERT_REFUSED(s, store_group_create(s, "new", "bell\a", T0), EINVAL);
+                ASSERT_REFUSED(s, store_group_create(s, "new", NULL, 0), EINVAL);
+                for (size_t i = 0; i < ELEMENTSOF(bad_names); i++) {
+                        StoreGroup *none = NULL;
+
+                        CASE("%s: bad name %zu", b->name, i);
+                        ASSERT_REFUSED(s, store_group_create(s, bad_names[i], NULL, T0), EINVAL);
+                        ASSERT_REFUSED(s, store_group_delete(s, bad_names[i]), EINVAL);
+                        ASSERT_ERROR(store_group_get(s, bad_names[i], &none), EINVAL);
+                        ASSERT_NULL(none);
+                }
+
+                /* Enrolling a tunneler changes who holds which groups; a connector does not. */
+                CASE("%s: enroll", b->name);
+                {
+                        uint64_t before = revision(s);
+
+                        enroll_agent(s, &alpha, SPIFFE_ROLE_TUNNELER, "alpha", NULL, ops_only);
+                        ASSERT_UEQ(revision(s), before + 1);
+                        enroll_agent(s, &zulu, SPIFFE_ROLE_TUNNELER, "zulu", NULL, NULL);
+                        ASSERT_UEQ(revision(s), before + 2);
+                        enroll_agent(s, &conn, SPIFFE_ROLE_CONNECTOR, "conn", "lab", NULL);
+                        ASSERT_UEQ(revision(s), before + 2);
+                        enroll_agent(s, &gone, SPIFFE_ROLE_TUNNELER, "gone", NULL, eng_only);
+                        ASSERT_BUMPS(s, store_agent_revoke(s, gone.spiffe_id, "lost", T0 + 2));
+                }
+
+                CASE("%s: add", b->name);
+                ASSERT_BUMPS(s, store_group_add_member(s, "eng", zulu.spiffe_id));
+                ASSERT_BUMPS(s, store_group_add_member(s, "eng", alpha.spiffe_id));
+                ASSERT_BUMPS(s, store_group_add_member(s, EVIL, alpha.spiffe_id));
+                {
+                        _cleanup_(store_agent_freep) StoreAgent *a = agent_get(s, alpha.spiffe_id);
+                        _cleanup_(store_group_freep) StoreGroup *g = group_get(s, "eng");
+
+                        /* Appended, in the order given. */
+                        ASSERT_STRV_EQ(a->groups, STRV_MAKE("ops", "eng", EVIL));
+                        ASSERT_STREQ(g->name, "eng");
+                        ASSERT_STREQ(g->description, "Engineering");
+                        ASSERT_UEQ(g->created_at, T0 + 1);
+                        /* Ordered; the revoked agent's row still names eng but it holds nothing. */
+                        ASSERT_STRV_EQ(g->members, STRV_MAKE(alpha.spiffe_id, zulu.spiffe_id));
+                        ASSERT_NULL(g->resources);
+                }
+
+                CASE("%s: add and remove refused", b->name);
+                ASSERT_REFUSED(s, store_group_add_member(s, "eng", zulu.spiffe_id), EALREADY);
+                ASSERT_REFUSED(s, store_group_add_member(s, "ops", alpha.spiffe_id), EALREADY);
+                ASSERT_REFUSED(s, store_group_remove_member(s, "ops", zulu.spiffe_id), EALREADY);
+                ASSERT_REFUSED(s, store_group_add_member(s, "nope", zulu.spiffe_id), ENOENT);
+                ASSERT_REFUSED(s, store_group_remove_member(s, "nope", alpha.spiffe_id), ENOENT);
+                ASSERT_REFUSED(s, store_group_add_member(s, "eng", TD "/tunneler/nobody"), ENOENT);
+                ASSERT_REFUSED(s, store_group_remove_member(s, "eng", TD "/tunneler/nobody"), ENOENT);
+                ASSERT_REFUSED(s, store_group_add_member(s, "eng", conn.spiffe_id), EINVAL);
+                ASSERT_REFUSED(s, store_group_remove_member(s, "eng", conn.spiffe_id), EINVAL);
+                ASSERT_REFUSED(s, store_group_add_member(s, "ops", gone.spiffe_id), EKEYREVOKED);
+                ASSERT_REFUSED(s, store_group_remove_member(s, "eng", gone.spiffe_id), EKEYREVOKED);
+                ASSERT_REFUSED(s, store_group_add_member(s, "eng", "not a spiffe id"), EINVAL);
+                ASSERT_REFUSED(s, store_group_add_member(s, "eng", TD "/controller/x"), EINVAL);
+                ASSERT_REFUSED(s, store_group_add_member(s, "eng", "spiffe://EXAMPLE.org/tunneler/zulu"),
+                               EINVAL);
+                ASSERT_REFUSED(s, store_group_add_member(s, "eng", NULL), EINVAL);
+                for (size_t i = 0; i < ELEMENTSOF(bad_names); i++) {
+                        CASE("%s: membership, bad name %zu", b->name, i);
+                        ASSERT_REFUSED(s, store_group_add_member(s, bad_names[i], zulu.spiffe_id), EINVAL);
+                        ASSERT_REFUSED(s, store_group_remove_member(s, bad_names[i], zulu.spiffe_id), EINVAL);
+                }
+
+                /* At most STORE_GROUPS_MAX groups per agent: zulu has eng, and room for 63 more. */
+                CASE("%s: too many groups", b->name);
+                for (unsigned i = 0; i < STORE_GROUPS_MAX; i++) {
+                        char name[8];
+
+                        snprintf(name, sizeof(name), "g%02u", i);
+                        ASSERT_OK(store_group_create(s, name, NULL, T0 + 10));
+                        if (i + 1 < STORE_GROUPS_MAX)
+                                ASSERT_BUMPS(s, store_group_add_member(s, name, zulu.spiffe_id));
+                        else
+                                ASSERT_REFUSED(s, store_group_add_member(s, name, zulu.spiffe_id), E2BIG);
+                }
+                {
+                        _cleanup_(store_agent_freep) StoreAgent *a = agent_get(s, zulu.spiffe_id);
+
+                        ASSERT_UEQ(strv_length(a->groups), STORE_GROUPS_MAX);
+                        ASSERT_STREQ(a->groups[0], "eng");
+                        ASSERT_STREQ(a->groups[STORE_GROUPS_MAX - 1], "g62");
+                }
+
+                CASE("%s: remove", b->name);
+                ASSERT_BUMPS(s, store_group_remove_member(s, "eng", alpha.spiffe_id));
+                ASSERT_REFUSED(s, store_group_remove_member(s, "eng", alpha.spiffe_id), EALREADY);
+                {
+                        _cleanup_(store_agent_freep) StoreAgent *a = agent_get(s, alpha.spiffe_id);
+                        _cleanup_(store_group_freep) StoreGroup *g = group_get(s, "eng");
+
+                        ASSERT_STRV_EQ(a->groups, STRV_MAKE("ops", EVIL));
+                        ASSERT_STRV_EQ(g->members, STRV_MAKE(zulu.spiffe_id));
+                }
+                /* Re-adding goes to the end again. */
+                ASSERT_BUMPS(s, store_group_add_member(s, "eng", alpha.spiffe_id));
+                {
+                        _cleanup_(store_agent_freep) StoreAgent *a = agent_get(s, alpha.spiffe_id);
+
+                        ASSERT_STRV_EQ(a->groups, STRV_MAKE("ops", EVIL, "eng"));
+                }
+
+                /* Resources granted, from the policies. */
+                CASE("%s: resources", b->name);
+                ASSERT_OK(store_network_create(s, "lab", NULL, T0));
+                ASSERT_OK(store_resource_create(s, &web, T0));
+                web.name = (char *) "db";
+                ASSERT_OK(store_resource_create(s, &web, T0));
+                ASSERT_OK(store_policy_create(s, "eng", "web", T0));
+                ASSERT_OK(store_policy_create(s, "eng", "db", T0));
+                ASSERT_OK(store_policy_create(s, "ops", "web", T0));
+                {
+                        _cleanup_(store_group_freep) StoreGroup *g = group_get(s, "eng");
+
+                        ASSERT_STRV_EQ(g->resources, STRV_MAKE("db", "web"));
+                }
+
+                CASE("%s: list", b->name);
+                ASSERT_OK(store_group_list(s, &list, &n));
+                ASSERT_UEQ(n, 3 + STORE_GROUPS_MAX);
+                ASSERT_STREQ(list[0]->name, "eng");
+                ASSERT_STRV_EQ(list[0]->members, STRV_MAKE(alpha.spiffe_id, zulu.spiffe_id));
+                ASSERT_STRV_EQ(list[0]->resources, STRV_MAKE("db", "web"));
+                ASSERT_STREQ(list[1]->name, "g00");
+                ASSERT_STRV_EQ(list[1]->members, STRV_MAKE(zulu.spiffe_id));
+                ASSERT_STREQ(list[n - 2]->name, "ops");
+                ASSERT_STRV_EQ(list[n - 2]->members, STRV_MAKE(alpha.spiffe_id));
+                ASSERT_STRV_EQ(list[n - 2]->resources, STRV_MAKE("web"));
+                ASSERT_STREQ(list[n - 1]->name, EVIL);
+                ASSERT_STREQ(list[n - 1]->description, "o'brien's");
+                ASSERT_STRV_EQ(list[n - 1]->members, STRV_MAKE(alpha.spiffe_id));
+                store_group_array_free(list, n);
+
+                /* Delete: its policies go, and every agent (revoked ones too) loses it, at once. */
+                CASE("%s: delete", b->name);
+                ASSERT_REFUSED(s, store_group_delete(s, "nope"), ENOENT);
+                ASSERT_BUMPS(s, store_group_delete(s, "eng"));
+                ASSERT_REFUSED(s, store_group_delete(s, "eng"), ENOENT);
+                {
+                        _cleanup_(store_agent_freep) StoreAgent *a = agent_get(s, alpha.spiffe_id),
+                                                                *z = agent_get(s, zulu.spiffe_id),
+                                                                *g = agent_get(s, gone.spiffe_id);
+                        _cleanup_(store_resource_freep) StoreResource *w = resource_get(s, "web"),
+                                                                      *d = resource_get(s, "db");
+                        StoreGroup *none = NULL;
+
+                        ASSERT_STRV_EQ(a->groups, STRV_MAKE("ops", EVIL));
+                        ASSERT_UEQ(strv_length(z->groups), STORE_GROUPS_MAX - 1);
+                        ASSERT_STREQ(z->groups[0], "g00");
+                        ASSERT_NULL(g->groups);
+                        ASSERT_STRV_EQ(w->groups, STRV_MAKE("ops"));
+                        ASSERT_NULL(d->groups);
+                        ASSERT_ERROR(store_group_get(s, "eng", &none), ENOENT);
+                        ASSERT_NULL(none);
+                }
+                /* A group of the same name starts empty. */
+                ASSERT_BUMPS(s, store_group_create(s, "eng", NULL, T0 + 20));
+                {
+                        _cleanup_(store_group_freep) StoreGroup *g = group_get(s, "eng");
+
+                        ASSERT_NULL(g->members);
+                        ASSERT_NULL(g->resources);
+                        ASSERT_NULL(g->description);
+                }
+                ASSERT_BUMPS(s, store_group_delete(s, EVIL));
+                {
+                        _cleanup_(store_agent_freep) StoreAgent *a = agent_get(s, alpha.spiffe_id);
+
+                        ASSERT_STRV_EQ(a->groups, STRV_MAKE("ops"));
+                }
+                ASSERT_OK(store_check_integrity(s));
+        }
+}
+
+TEST(policy_policies) {
+        FOREACH_BACKEND(b) {
+                _cleanup_(store_freep) Store *s = NULL;
+                StoreResource r = test_resource("a", "10.1.0.0/16", "lab");
+                StorePolicy *list = NULL;
+                size_t n = 0;
+
+                CASE("%s", b->name);
+                s = open_store(b, "policies");
+                ASSERT_OK(store_network_create(s, "lab", NULL, T0));
+                ASSERT_OK(store_resource_create(s, &r, T0));
+                r.name = (char *) "b";
+                ASSERT_OK(store_resource_create(s, &r, T0));
+                r.name = (char *) EVIL;
+                ASSERT_OK(store_resource_create(s, &r, T0));
+                ASSERT_OK(store_group_create(s, "g1", NULL, T0));
+                ASSERT_OK(store_group_create(s, "g2", NULL, T0));
+                ASSERT_OK(store_group_create(s, EVIL, NULL, T0));
+
+                ASSERT_BUMPS(s, store_policy_create(s, "g2", "b", T0 + 1));
+                ASSERT_BUMPS(s, store_policy_create(s, "g1", "b", T0 + 2));
+                ASSERT_BUMPS(s, store_policy_create(s, "g1", "a", T0 + 3));
+                ASSERT_BUMPS(s, store_policy_create(s, "g2", "a", T0 + 4));
+                ASSERT_BUMPS(s, store_policy_create(s, EVIL, EVIL, T0 + 5));
+
+                CASE("%s: refused", b->name);
+                ASSERT_REFUSED(s, store_policy_create(s, "g1", "a", T0), EEXIST);
+                ASSERT_REFUSED(s, store_policy_create(s, "nope", "a", T0), ENOENT);
+                ASSERT_REFUSED(s, store_policy_create(s, "g1", "nope", T0), ENOENT);
+                ASSERT_REFUSED(s, store_policy_create(s, "g1", EVIL, 0), EINVAL);
+                ASSERT_REFUSED(s, store_policy_create(s, NULL, "a", T0), EINVAL);
+                ASSERT_REFUSED(s, store_policy_create(s, "g1", NULL, T0), EINVAL);
+                ASSERT_REFUSED(s, store_policy_delete(s, "g1", "nope"), ENOENT);
+                ASSERT_REFUSED(s, store_policy_delete(s, "nope", "a"), ENOENT);
+                ASSERT_REFUSED(s, store_policy_delete(s, EVIL, "a"), ENOENT);
+                for (size_t i = 0; i < ELEMENTSOF(bad_names); i++) {
+                        CASE("%s: bad name %zu", b->name, i);
+                        ASSERT_REFUSED(s, store_policy_create(s, bad_names[i], "a", T0), EINVAL);
+                        ASSERT_REFUSED(s, store_policy_create(s, "g1", bad_names[i], T0), EINVAL);
+                        ASSERT_REFUSED(s, store_policy_delete(s, bad_names[i], "a"), EINVAL);
+                        ASSERT_REFUSED(s, store_policy_delete(s, "g1", bad_names[i]), EINVAL);
+                }
+
+                /* Ordered by group, then resource. */
+                CASE("%s: list", b->name);
+                ASSERT_OK(store_policy_list(s, &list, &n));
+                ASSERT_UEQ(n, 5);
+                ASSERT_STREQ(list[0].group, "g1");
+                ASSERT_STREQ(list[0].resource, "a");
+                ASSERT_UEQ(list[0].created_at, T0 + 3);
+                ASSERT_STREQ(list[1].group, "g1");
+                ASSERT_STREQ(list[1].resource, "b");
+                ASSERT_UEQ(list[1].created_at, T0 + 2);
+                ASSERT_STREQ(list[2].group, "g2");
+                ASSERT_STREQ(list[2].resource, "a");
+                ASSERT_STREQ(list[3].group, "g2");
+                ASSERT_STREQ(list[3].resource, "b");
+                ASSERT_STREQ(list[4].group, EVIL);
+                ASSERT_STREQ(list[4].resource, EVIL);
+                store_policy_array_free(list, n);
+                {
+                        _cleanup_(store_resource_freep) StoreResource *got = resource_get(s, "b");
+
+                        ASSERT_STRV_EQ(got->groups, STRV_MAKE("g1", "g2"));
+                }
+
+                CASE("%s: delete", b->name);
+                ASSERT_BUMPS(s, store_policy_delete(s, "g1", "a"));
+                ASSERT_REFUSED(s, store_policy_delete(s, "g1", "a"), ENOENT);
+                ASSERT_BUMPS(s, store_policy_delete(s, EVIL, EVIL));
+                ASSERT_OK(store_policy_list(s, &list, &n));
+                ASSERT_UEQ(n, 3);
+                ASSERT_STREQ(list[0].group, "g1");
+                ASSERT_STREQ(list[0].resource, "b");
+                store_policy_array_free(list, n);
+                {
+                        _cleanup_(store_resource_freep) StoreResource *got = resource_get(s, "a");
+                        _cleanup_(store_group_freep) StoreGroup *g = group_get(s, "g1");
+
+                        ASSERT_STRV_EQ(got->groups, STRV_MAKE("g2"));
+                        ASSERT_STRV_EQ(g->resources, STRV_MAKE("b"));
+                }
+                ASSERT_OK(store_check_integrity(s));
+        }
+}
+
+TEST(policy_revision) {
+        FOREACH_BACKEND(b) {
+                _cleanup_(store_freep) Store *s = NULL;
+                _cleanup_free_ char *before = NULL, *after = NULL;
+                TestToken tt;
+                TestAgent laptop, conn, again;
+
+                CASE("%s", b->name);
+                s = open_store(b, "revision");
+                ASSERT_UEQ(revision(s), 0);
+
+                /* Enrollment: a tunneler bumps, a connector does not, a refused one does not. */
+                enroll_agent(s, &laptop, SPIFFE_ROLE_TUNNELER, "laptop", NULL, NULL);
+                ASSERT_UEQ(revision(s), 1);
+                enroll_agent(s, &conn, SPIFFE_ROLE_CONNECTOR, "conn", "lab", NULL);
+                ASSERT_UEQ(revision(s), 1);
+                test_token_create(s, &tt, SPIFFE_ROLE_TUNNELER);
+                test_agent_init(&again, SPIFFE_ROLE_TUNNELER, "laptop");
+                ASSERT_REFUSED(s, store_enroll(s, tt.t.id, tt.t.secret_hash, &again.a, T0 + 2, NULL, NULL),
+                               EEXIST);
+                ASSERT_REFUSED(s, store_enroll(s, tt.t.id, conn.key, &again.a, T0 + 2, NULL, NULL), ENOENT);
+
+                /* What does not change access leaves it alone. */
+                ASSERT_OK(store_meta_set(s, "k", "v"));
+                ASSERT_OK(store_agents_touch(s, &(StoreHeartbeat) { .spiffe_id = laptop.spiffe_id,
+                                                                     .last_seen = T0 + 3 },
+                                             1));
+                ASSERT_OK(store_token_revoke(s, tt.t.id, T0 + 3));
+                ASSERT_OK(store_agent_update_certificate(s, laptop.spiffe_id, laptop.key, sizeof(laptop.key),
+                                                         "01", T0 + USEC_PER_DAY));
+                ASSERT_UEQ(revision(s), 1);
+
+                /* Revocation: any agent, once. */
+                ASSERT_BUMPS(s, store_agent_revoke(s, laptop.spiffe_id, NULL, T0 + 4));
+                ASSERT_REFUSED(s, store_agent_revoke(s, laptop.spiffe_id, NULL, T0 + 5), EALREADY);
+                ASSERT_REFUSED(s, store_agent_revoke(s, TD "/tunneler/nobody", NULL, T0 + 5), ENOENT);
+                ASSERT_BUMPS(s, store_agent_revoke(s, conn.spiffe_id, NULL, T0 + 4));
+                ASSERT_UEQ(revision(s), 3);
+
+                /* A refused mutation leaves every row as it was, too. */
+                ASSERT_OK(store_network_create(s, "lab", NULL, T0));
+                ASSERT_OK(store_group_create(s, "eng", NULL, T0));
+                before = dump_policy(s);
+                {
+                        StoreResource bad = test_resource("web", "10.0.0.1/24", "lab");
+
+                        ASSERT_REFUSED(s, store_resource_create(s, &bad, T0), EINVAL);
+                        ASSERT_REFUSED(s, store_network_create(s, "lab", "other", T0 + 9), EEXIST);
+                        ASSERT_REFUSED(s, store_group_create(s, "eng", "other", T0 + 9), EEXIST);
+                        ASSERT_REFUSED(s, store_policy_create(s, "eng", "web", T0), ENOENT);
+                }
+                after = dump_policy(s);
+                ASSERT_STREQ(before, after);
+                ASSERT_STRSTR(after, "revision 5\n");
+
+                /* Kept across a reopen. */
+                s = store_free(s);
+                s = open_store(b, "revision");
+                ASSERT_UEQ(revision(s), 5);
+        }
+}
+
+static int count_policy_tables(const char *path) {
+        sqlite3_stmt *st = NULL;
+        sqlite3 *db = NULL;
+        int n;
+
+        ASSERT_EQ(sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
+        ASSERT_EQ(sqlite3_prepare_v2(db,
+                                     "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name IN "
+                                     "('policy_revision', 'networks', 'resources', 'policy_groups', "
+                                     "'policies')",
+                                     -1, &st, NULL),
+                  SQLITE_OK);
+        ASSERT_EQ(sqlite3_step(st), SQLITE_ROW);
+        n = sqlite3_column_int(st, 0);
+        sqlite3_finalize(st);
+        ASSERT_EQ(sqlite3_close(db), SQLITE_OK);
+        return n;
+}
+
+TEST(sqlite_migration_3_adds_policy) {
+        _cleanup_(store_freep) Store *s = NULL;
+        TestToken consumed, fresh;
+        const char *path = sqlite_path("policy3");
+
+        /* Code that knows only version 2 enrolls and revokes without a revision to bump. */
+        ASSERT_OK(store_open_sqlite_migrations(path, MIGRATION_POLICY - 1, &s));
+        populate(s, &consumed, &fresh);
+        ASSERT_OK(store_agent_revoke(s, TD "/tunneler/laptop-1", NULL, T0 + 1));
+        s = store_free(s);
+        ASSERT_EQ(count_policy_tables(path), 0);
+
+        ASSERT_OK(store_open_sqlite_migrations(path, MIGRATION_POLICY, &s));
+        ASSERT_EQ(count_policy_tables(path), 5);
+        ASSERT_UEQ(revision(s), 0);
+        /* The agents' groups came through, and a group of that name finds its (revoked) holder not a
+         * member. */
+        {
+                _cleanup_(store_agent_freep) StoreAgent *a = agent_get(s, TD "/tunneler/laptop-1");
+
+                ASSERT_STRV_EQ(a->groups, STRV_MAKE("eng", "ops"));
+        }
+        ASSERT_BUMPS(s, store_group_create(s, "eng", NULL, T0));
+        {
+                _cleanup_(store_group_freep) StoreGroup *g = group_get(s, "eng");
+
+                ASSERT_NULL(g->members);
+        }
+        ASSERT_OK(store_check_integrity(s));
+}
+
 /* Integrity */
 
 TEST(integrity_fresh) {
@@ -2005,4 +2875,11 @@ TEST(free_accepts_null) {
         store_agent_array_free(NULL, 0);
         store_ca_array_free(NULL, 0);
         store_audit_event_array_free(NULL, 0);
+        ASSERT_NULL(store_network_free(NULL));
+        ASSERT_NULL(store_resource_free(NULL));
+        ASSERT_NULL(store_group_free(NULL));
+        store_network_array_free(NULL, 0);
+        store_resource_array_free(NULL, 0);
+        store_group_array_free(NULL, 0);
+        store_policy_array_free(NULL, 0);
 }
