@@ -11,7 +11,8 @@ function __ztnactl_words
     for t in $tokens
         if test $skip -eq 1
             set skip 0
-        else if contains -- $t --role --id --network --group --ttl --output --reason
+        else if contains -- $t --role --id --network --group --ttl --output --reason --description --address \
+                --ports --protocol --alias
             set skip 1
         else if not string match -q -- '-*' $t
             set -a words $t
@@ -47,6 +48,42 @@ function __ztnactl_agents
     end
 end
 
+# Names of networks, resources and groups: the first column of their list (names with spaces are skipped).
+function __ztnactl_names -a kind
+    ztnactl --no-legend --no-ask-password $kind list 2>/dev/null | while read -l name rest
+        printf '%s\n' $name
+    end
+end
+
+function __ztnactl_tunnelers
+    ztnactl --no-legend --no-ask-password agents list --role tunneler 2>/dev/null | while read -l spiffe_id agent_status rest
+        test "$agent_status" != revoked; and printf '%s\t%s\n' $spiffe_id $agent_status
+    end
+end
+
+# The number of words after "<object> <verb>", skipping options and their values.
+function __ztnactl_n_args
+    set -l tokens (commandline -opc)
+    set -e tokens[1]
+    set -l n 0
+    set -l skip 0
+    for t in $tokens
+        if test $skip -eq 1
+            set skip 0
+        else if contains -- $t --role --id --network --group --ttl --output --reason --description --address \
+                --ports --protocol --alias
+            set skip 1
+        else if not string match -q -- '-*' $t
+            set n (math $n + 1)
+        end
+    end
+    math "max(0, $n - 2)"
+end
+
+function __ztnactl_arg -a object verb index
+    __ztnactl_using $object $verb; and test (__ztnactl_n_args) -eq $index
+end
+
 complete -c ztnactl -f
 
 complete -c ztnactl -s h -l help -d 'Show help'
@@ -61,6 +98,10 @@ complete -c ztnactl -n __ztnactl_needs_object -a agents -d 'Enrolled agents'
 complete -c ztnactl -n __ztnactl_needs_object -a ca -d 'The certificate authority'
 complete -c ztnactl -n __ztnactl_needs_object -a status -d 'Show the state of the agents on this host'
 complete -c ztnactl -n __ztnactl_needs_object -a health -d 'Tell whether the agents on this host are online'
+complete -c ztnactl -n __ztnactl_needs_object -a network -d 'Remote networks'
+complete -c ztnactl -n __ztnactl_needs_object -a resource -d 'Private resources in remote networks'
+complete -c ztnactl -n __ztnactl_needs_object -a group -d 'Groups of tunnelers'
+complete -c ztnactl -n __ztnactl_needs_object -a policy -d 'Which group may reach which resource'
 
 complete -c ztnactl -n '__ztnactl_needs_verb token' -a create -d 'Create a one-time enrollment token'
 complete -c ztnactl -n '__ztnactl_needs_verb token' -a list -d 'List tokens'
@@ -70,6 +111,21 @@ complete -c ztnactl -n '__ztnactl_needs_verb agents' -a revoke -d 'Revoke an age
 complete -c ztnactl -n '__ztnactl_needs_verb agents' -a renew -d 'Ask an agent to renew its certificate now'
 complete -c ztnactl -n '__ztnactl_needs_verb ca' -a status -d 'Show the controller and its CAs'
 complete -c ztnactl -n '__ztnactl_needs_verb ca' -a rotate -d 'Start a staged root CA rotation'
+complete -c ztnactl -n '__ztnactl_needs_verb network' -a create -d 'Create a remote network'
+complete -c ztnactl -n '__ztnactl_needs_verb network' -a delete -d 'Delete a network'
+complete -c ztnactl -n '__ztnactl_needs_verb network' -a list -d 'List networks'
+complete -c ztnactl -n '__ztnactl_needs_verb resource' -a create -d 'Create a resource'
+complete -c ztnactl -n '__ztnactl_needs_verb resource' -a update -d 'Change a resource'
+complete -c ztnactl -n '__ztnactl_needs_verb resource' -a delete -d 'Delete a resource and its policies'
+complete -c ztnactl -n '__ztnactl_needs_verb resource' -a list -d 'List resources'
+complete -c ztnactl -n '__ztnactl_needs_verb group' -a create -d 'Create a group'
+complete -c ztnactl -n '__ztnactl_needs_verb group' -a delete -d 'Delete a group'
+complete -c ztnactl -n '__ztnactl_needs_verb group' -a list -d 'List groups'
+complete -c ztnactl -n '__ztnactl_needs_verb group' -a add-member -d 'Add a tunneler to a group'
+complete -c ztnactl -n '__ztnactl_needs_verb group' -a remove-member -d 'Remove a tunneler from a group'
+complete -c ztnactl -n '__ztnactl_needs_verb policy' -a create -d 'Grant a group a resource'
+complete -c ztnactl -n '__ztnactl_needs_verb policy' -a delete -d 'Withdraw a grant'
+complete -c ztnactl -n '__ztnactl_needs_verb policy' -a list -d 'List policies'
 for c in status health
     complete -c ztnactl -n "__ztnactl_needs_verb $c" -a connector -d ztna-connector
     complete -c ztnactl -n "__ztnactl_needs_verb $c" -a tunneler -d ztna-tunneler
@@ -77,7 +133,8 @@ end
 
 complete -c ztnactl -n '__ztnactl_using token create' -l role -x -a 'connector tunneler' -d 'Agent role'
 complete -c ztnactl -n '__ztnactl_using token create' -l id -x -d 'Bind the token to this agent id'
-complete -c ztnactl -n '__ztnactl_using token create' -l network -x -d 'Remote network a connector joins'
+complete -c ztnactl -n '__ztnactl_using token create' -l network -x -a '(__ztnactl_names network)' \
+    -d 'Remote network a connector joins'
 complete -c ztnactl -n '__ztnactl_using token create' -l group -x -d 'Group a tunneler joins (repeatable)'
 complete -c ztnactl -n '__ztnactl_using token create' -l ttl -x -a '10min 30min 1h 2h 12h 1d 7d' -d 'Token lifetime'
 complete -c ztnactl -n '__ztnactl_using token create' -l output -r -F -d 'Write the token to a new file'
@@ -86,3 +143,27 @@ complete -c ztnactl -n '__ztnactl_using agents list' -l role -x -a 'connector tu
 complete -c ztnactl -n '__ztnactl_using agents revoke' -l reason -x -d 'Why the agent is revoked'
 complete -c ztnactl -n '__ztnactl_using agents revoke' -a '(__ztnactl_agents)'
 complete -c ztnactl -n '__ztnactl_using agents renew' -a '(__ztnactl_agents)'
+
+complete -c ztnactl -n '__ztnactl_using network create' -l description -x -d 'What the network is for'
+complete -c ztnactl -n '__ztnactl_arg network delete 0' -a '(__ztnactl_names network)'
+for v in create update
+    complete -c ztnactl -n "__ztnactl_using resource $v" -l address -x -d 'FQDN, *.wildcard, IP address or CIDR'
+    complete -c ztnactl -n "__ztnactl_using resource $v" -l network -x -a '(__ztnactl_names network)' -d 'Remote network'
+    complete -c ztnactl -n "__ztnactl_using resource $v" -l ports -x -a any -d 'Ports and ranges, or any'
+    complete -c ztnactl -n "__ztnactl_using resource $v" -l protocol -x -a 'any tcp udp' -d Protocol
+    complete -c ztnactl -n "__ztnactl_using resource $v" -l alias -x -d 'Another name for the resource'
+end
+complete -c ztnactl -n '__ztnactl_arg resource update 0' -a '(__ztnactl_names resource)'
+complete -c ztnactl -n '__ztnactl_arg resource delete 0' -a '(__ztnactl_names resource)'
+complete -c ztnactl -n '__ztnactl_using resource list' -l network -x -a '(__ztnactl_names network)' -d 'Only this network'
+complete -c ztnactl -n '__ztnactl_using group create' -l description -x -d 'What the group is for'
+for v in delete add-member remove-member
+    complete -c ztnactl -n "__ztnactl_arg group $v 0" -a '(__ztnactl_names group)'
+end
+for v in add-member remove-member
+    complete -c ztnactl -n "__ztnactl_arg group $v 1" -a '(__ztnactl_tunnelers)'
+end
+for v in create delete
+    complete -c ztnactl -n "__ztnactl_arg policy $v 0" -a '(__ztnactl_names group)'
+    complete -c ztnactl -n "__ztnactl_arg policy $v 1" -a '(__ztnactl_names resource)'
+end

@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 
 #include <assert.h>
+#include <ctype.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <jansson.h>
@@ -53,7 +54,14 @@ static const AuditEventInfo audit_events[_AUDIT_EVENT_MAX] = {
                                        "Issuing CA rotated, new issuing CA %s." },
         [AUDIT_CA_ROOT_ROTATION] = { "ca-root-rotation", "b67d5889186e4703bc8306cc084c2c55", LOG_NOTICE,
                                      "Root CA rotation step for %s." },
+        [AUDIT_POLICY_CHANGED] = { "policy-changed", "a6968a05597f44ad89e3f90e901b4051", LOG_NOTICE,
+                                   "Access policy changed for %s." },
+        [AUDIT_FLOW] = { "flow", "7954fc54cd3f4276aac5ea3955cc9444", LOG_INFO, "Flow of %s reported by a connector." },
 };
+
+/* Journal fields every record may carry (MESSAGE_ID, ZTNA_EVENT, ZTNA_ACTOR, ZTNA_SUBJECT, the five
+ * optional strings and ZTNA_NOT_AFTER), plus the event's own. */
+#define AUDIT_JOURNAL_FIELDS_MAX (10U + AUDIT_FIELDS_MAX)
 
 const char *audit_event_to_string(AuditEvent e) {
         return e >= 0 && e < _AUDIT_EVENT_MAX ? audit_events[e].name : NULL;
@@ -74,6 +82,43 @@ const char *audit_event_message_id(AuditEvent e) {
 
 /* Fields of r that are set, as "KEY=value" journal fields and as a JSON object; values are copied into
  * fields[] storage owned by the caller (freed with free()). */
+/* A key of AuditRecord.fields: a constant of ours, so a bad one is a programmer error. */
+static bool audit_field_key_is_valid(const char *key) {
+        static const char *const reserved[] = { "event", "actor", "subject", "role", "token_id", "peer",
+                                                "reason", "serial", "not_after" };
+
+        if (isempty(key) || strlen(key) > 32 || key[strspn(key, "abcdefghijklmnopqrstuvwxyz_")] != '\0')
+                return false;
+        for (size_t i = 0; i < ELEMENTSOF(reserved); i++)
+                if (streq(key, reserved[i]))
+                        return false;
+        return true;
+}
+
+static int audit_collect_extra(const char *const *extra, char **fields, size_t *n, json_t *detail) {
+        size_t pairs = 0;
+
+        for (const char *const *k = extra; k && *k; k += 2) {
+                char journal[STRLEN("ZTNA_") + 32 + 1];
+
+                assert(++pairs <= AUDIT_FIELDS_MAX);
+                assert(audit_field_key_is_valid(k[0]));
+
+                if (!k[1])
+                        continue;
+                snprintf(journal, sizeof(journal), "ZTNA_%s", k[0]);
+                for (char *p = journal; *p; p++)
+                        *p = (char) toupper((unsigned char) *p);
+                fields[*n] = strjoin(journal, "=", k[1], NULL);
+                if (!fields[*n])
+                        return -ENOMEM;
+                (*n)++;
+                if (json_object_set_new(detail, k[0], json_string(k[1])) < 0)
+                        return -ENOMEM;
+        }
+        return 0;
+}
+
 static int audit_collect(const AuditRecord *r, char **fields, size_t *n, json_t *detail) {
         struct {
                 const char *journal;
@@ -108,7 +153,7 @@ static int audit_collect(const AuditRecord *r, char **fields, size_t *n, json_t 
                 if (json_object_set_new(detail, "not_after", json_integer((json_int_t) r->not_after)) < 0)
                         return -ENOMEM;
         }
-        return 0;
+        return audit_collect_extra(r->fields, fields, n, detail);
 }
 
 static bool audit_event_is_refusal(AuditEvent e) {
@@ -148,7 +193,7 @@ int audit_log(Store *store, AuditEvent e, const AuditRecord *r) {
         static const AuditRecord empty = { .role = _SPIFFE_ROLE_INVALID };
         _cleanup_(json_decrefp) json_t *detail = NULL;
         _cleanup_free_ char *detail_text = NULL;
-        char *fields[16] = {};
+        char *fields[AUDIT_JOURNAL_FIELDS_MAX] = {};
         size_t n = 0;
         int r_ = 0, k;
 

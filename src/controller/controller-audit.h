@@ -6,8 +6,9 @@
  * holds a secret: tokens appear by their public id only.
  *
  * Journal fields: MESSAGE_ID, ZTNA_EVENT (the short name), ZTNA_ACTOR, ZTNA_SUBJECT, and when given
- * ZTNA_ROLE, ZTNA_TOKEN_ID, ZTNA_PEER (address), ZTNA_REASON, ZTNA_SERIAL, ZTNA_NOT_AFTER. The row's detail
- * column is a JSON object of the same optional fields. */
+ * ZTNA_ROLE, ZTNA_TOKEN_ID, ZTNA_PEER (address), ZTNA_REASON, ZTNA_SERIAL, ZTNA_NOT_AFTER, plus the event's
+ * own fields (AuditRecord.fields: "change" → ZTNA_CHANGE, …). The row's detail column is a JSON object of the
+ * same optional fields. */
 
 #include "controller-store.h"
 
@@ -18,6 +19,8 @@
  * with them. */
 #define AUDIT_REFUSAL_ROWS_BURST 200U
 #define AUDIT_REFUSAL_INTERVAL (60 * USEC_PER_SEC)
+/* Key/value pairs in AuditRecord.fields. */
+#define AUDIT_FIELDS_MAX 12U
 #include "crypto-spiffe.h"
 #include "time-util.h"
 
@@ -38,6 +41,8 @@ typedef enum AuditEvent {
         AUDIT_CONTROL_REFUSED,
         AUDIT_CA_ISSUING_ROTATED,
         AUDIT_CA_ROOT_ROTATION,
+        AUDIT_POLICY_CHANGED,
+        AUDIT_FLOW,
         _AUDIT_EVENT_MAX,
         _AUDIT_EVENT_INVALID = -EINVAL,
 } AuditEvent;
@@ -57,6 +62,11 @@ typedef struct AuditRecord {
         const char *reason;     /* why refused / revoked, may be NULL */
         const char *serial;     /* certificate serial, may be NULL */
         usec_t not_after;       /* certificate or token expiry, 0: none */
+        /* NULL, or a NULL-terminated list of key, value, key, value… (at most AUDIT_FIELDS_MAX pairs) for what
+         * the fields above do not say, e.g. { "change", "resource-created", "address", "10.0.0.0/24", NULL }.
+         * Keys are constants of ours in [a-z_], none of the names above; the journal field is ZTNA_ and the
+         * key upper-cased, the JSON member the key. A NULL value leaves the pair out. */
+        const char *const *fields;
 } AuditRecord;
 
 /* Logs the event (notice for successes, warning for refusals) and appends the row (refusals: within the

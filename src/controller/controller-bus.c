@@ -20,6 +20,7 @@
 #include "controller-token.h"
 #include "hexdecoct.h"
 #include "log.h"
+#include "policy.h"
 #include "string-util.h"
 #include "strv.h"
 
@@ -29,11 +30,22 @@
 #define BUS_ERROR_AGENT_ALREADY_REVOKED CONTROLLER_BUS_INTERFACE ".Error.AgentAlreadyRevoked"
 #define BUS_ERROR_AMBIGUOUS_AGENT CONTROLLER_BUS_INTERFACE ".Error.AmbiguousAgent"
 #define BUS_ERROR_ROTATION_IN_PROGRESS CONTROLLER_BUS_INTERFACE ".Error.RotationInProgress"
+#define BUS_ERROR_NO_SUCH_NETWORK CONTROLLER_BUS_INTERFACE ".Error.NoSuchNetwork"
+#define BUS_ERROR_NO_SUCH_RESOURCE CONTROLLER_BUS_INTERFACE ".Error.NoSuchResource"
+#define BUS_ERROR_NO_SUCH_GROUP CONTROLLER_BUS_INTERFACE ".Error.NoSuchGroup"
+#define BUS_ERROR_NO_SUCH_POLICY CONTROLLER_BUS_INTERFACE ".Error.NoSuchPolicy"
+#define BUS_ERROR_NETWORK_IN_USE CONTROLLER_BUS_INTERFACE ".Error.NetworkInUse"
+#define BUS_ERROR_ALREADY_EXISTS CONTROLLER_BUS_INTERFACE ".Error.AlreadyExists"
+#define BUS_ERROR_NOT_A_TUNNELER CONTROLLER_BUS_INTERFACE ".Error.NotATunneler"
+#define BUS_ERROR_ALREADY_MEMBER CONTROLLER_BUS_INTERFACE ".Error.AlreadyMember"
+#define BUS_ERROR_NOT_A_MEMBER CONTROLLER_BUS_INTERFACE ".Error.NotAMember"
+#define BUS_ERROR_TOO_MANY_GROUPS CONTROLLER_BUS_INTERFACE ".Error.TooManyGroups"
 
 #define POLKIT_ACTION_READ "org.ztna.controller.read"
 #define POLKIT_ACTION_MANAGE_TOKENS "org.ztna.controller.manage-tokens"
 #define POLKIT_ACTION_MANAGE_AGENTS "org.ztna.controller.manage-agents"
 #define POLKIT_ACTION_MANAGE_CA "org.ztna.controller.manage-ca"
+#define POLKIT_ACTION_MANAGE_POLICY "org.ztna.controller.manage-policy"
 
 /* Longest "uid:<n>" actor string, NUL included. */
 #define BUS_ACTOR_MAX (STRLEN("uid:") + 10 + 1)
@@ -145,6 +157,17 @@ static int property_get_control_streams(sd_bus *bus, const char *path, const cha
 
         n = m->control ? control_registry_n_sessions(m->control) : 0;
         return sd_bus_message_append(reply, "u", (uint32_t) MIN(n, (size_t) UINT32_MAX));
+}
+
+/* PolicyRevision moved (a policy mutation, a revocation). One signal per call: each call is one store
+ * transaction, so there is nothing to coalesce. */
+static void bus_emit_policy_revision(sd_bus *bus) {
+        int r;
+
+        r = sd_bus_emit_properties_changed(bus, CONTROLLER_BUS_PATH, CONTROLLER_BUS_INTERFACE,
+                                           "PolicyRevision", NULL);
+        if (r < 0)
+                log_warning_errno(r, "Failed to emit PropertiesChanged for PolicyRevision, ignoring: %m");
 }
 
 static int method_create_token(sd_bus_message *message, void *userdata, sd_bus_error *error) {
@@ -532,6 +555,8 @@ static int method_revoke_agent(sd_bus_message *message, void *userdata, sd_bus_e
         if (r < 0)
                 return bus_internal_error(error, r, "revoke an agent");
 
+        /* A revoked tunneler holds no groups any more: the store moved the policy revision. */
+        bus_emit_policy_revision(sd_bus_message_get_bus(message));
         return sd_bus_reply_method_return(message, NULL);
 }
 
@@ -721,6 +746,946 @@ static int method_list_cas(sd_bus_message *message, void *userdata, sd_bus_error
         return r;
 }
 
+/* --- the access policy: networks, resources, groups, memberships, policies --- */
+
+/* AuditRecord.fields for policy-changed: key, value, … */
+#define AUDIT_FIELDS(...) ((const char *const[]) { __VA_ARGS__, NULL })
+
+/* How much of a value that failed validation is quoted back in the error, and the buffer holding it. */
+#define BUS_QUOTE_MAX 64U
+#define BUS_QUOTE_SIZE (BUS_QUOTE_MAX + STRLEN("…") + 1)
+
+/* A caller's rejected value, fit to be quoted in an error message that may reach a terminal or a log: at
+ * most BUS_QUOTE_MAX bytes (cut at a character boundary, "…" appended), control characters as '?'. */
+static const char *bus_quote(const char *s, char buf[static BUS_QUOTE_SIZE]) {
+        size_t n = strlen(s);
+        bool cut = n > BUS_QUOTE_MAX;
+
+        if (cut) {
+                n = BUS_QUOTE_MAX;
+                /* Never split a UTF-8 sequence (the bus only carries valid UTF-8). */
+                while (n > 0 && ((unsigned char) s[n] & 0xc0) == 0x80)
+                        n--;
+        }
+        memcpy(buf, s, n);
+        buf[n] = '\0';
+        for (char *p = buf; *p; p++)
+                if ((unsigned char) *p < 0x20 || *p == 0x7f)
+                        *p = '?';
+        if (cut)
+                strcpy(buf + n, "…");
+        return buf;
+}
+
+static int bus_invalid(sd_bus_error *error, const char *what, const char *value, const char *why) {
+        char q[BUS_QUOTE_SIZE];
+
+        return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS, "Invalid %s '%s': %s.", what,
+                                 bus_quote(value, q), why);
+}
+
+/* A network, resource or group name (policy.h): which rule it breaks, for the message. */
+static int bus_check_policy_name(const char *s, const char *what, sd_bus_error *error) {
+        char why[64];
+
+        if (policy_name_is_valid(s))
+                return 0;
+
+        if (isempty(s))
+                snprintf(why, sizeof(why), "empty");
+        else if (strlen(s) > POLICY_NAME_MAX)
+                snprintf(why, sizeof(why), "longer than %u bytes", POLICY_NAME_MAX);
+        else if (string_has_cc(s, NULL))
+                snprintf(why, sizeof(why), "contains control characters");
+        else if (strchr(WHITESPACE, s[0]) || strchr(WHITESPACE, s[strlen(s) - 1]))
+                snprintf(why, sizeof(why), "starts or ends with whitespace");
+        else
+                snprintf(why, sizeof(why), "not valid text");
+        return bus_invalid(error, what, s, why);
+}
+
+/* A resource as the caller gave it, checked and in the canonical text the store keeps. */
+typedef struct ResourceInput {
+        const char *name;
+        const char *network;
+        const char *protocol;                           /* static: "any", "tcp", "udp" */
+        char address[POLICY_ADDRESS_STRING_MAX];
+        char ports[POLICY_PORTS_STRING_MAX];
+        char alias[POLICY_ADDRESS_STRING_MAX];          /* "" for none */
+} ResourceInput;
+
+static int bus_read_resource(sd_bus_message *message, ResourceInput *ret, sd_bus_error *error) {
+        ResourceInput in = {};
+        const char *name, *address, *protocol, *ports, *network, *alias, *why = NULL;
+        ResourceAddress a;
+        ResourceProtocol p;
+        PortSet set;
+        int r;
+
+        r = sd_bus_message_read(message, "ssssss", &name, &address, &protocol, &ports, &network, &alias);
+        if (r < 0)
+                return r;
+
+        r = bus_check_policy_name(name, "resource name", error);
+        if (r < 0)
+                return r;
+
+        if (resource_address_parse(address, &a, &why) < 0)
+                return bus_invalid(error, "address", address,
+                                   why ?: "not a host name, wildcard, address or CIDR");
+        resource_address_to_string(&a, in.address);
+
+        /* Case does not matter to a protocol name ("TCP"); anything long is not one anyway. */
+        if (isempty(protocol))
+                p = RESOURCE_PROTOCOL_ANY;
+        else {
+                char lower[8] = {};
+
+                if (strlen(protocol) < sizeof(lower))
+                        ascii_strlower(strcpy(lower, protocol));
+                p = resource_protocol_from_string(lower);
+                if (p < 0)
+                        return bus_invalid(error, "protocol", protocol, "expected tcp, udp or any");
+        }
+        in.protocol = resource_protocol_to_string(p);
+
+        if (port_set_parse(ports, &set, &why) < 0)
+                return bus_invalid(error, "ports", ports,
+                                   why ?: "expected any, or ports and ranges like 22,80-90");
+        port_set_to_string(&set, in.ports);
+
+        r = bus_check_policy_name(network, "network name", error);
+        if (r < 0)
+                return r;
+
+        if (!isempty(alias)) {
+                if (resource_address_parse(alias, &a, &why) < 0)
+                        return bus_invalid(error, "alias", alias, why ?: "not a host name");
+                if (a.kind != RESOURCE_ADDRESS_FQDN)
+                        return bus_invalid(error, "alias", alias,
+                                           "expected a host name such as db.lab.example");
+                resource_address_to_string(&a, in.alias);
+        }
+
+        in.name = name;
+        in.network = network;
+        *ret = in;
+        return 0;
+}
+
+static StoreResource resource_input_to_store(ResourceInput *in) {
+        return (StoreResource) {
+                .name = (char *) in->name,
+                .address = in->address,
+                .protocol = (char *) in->protocol,
+                .ports = in->ports,
+                .remote_network = (char *) in->network,
+                .alias = isempty(in->alias) ? NULL : in->alias,
+        };
+}
+
+/* Mutations of the policy need manage-policy; details name the object for polkit's message and rules. */
+static int bus_verify_manage_policy(Manager *m, sd_bus_message *message, const char *key1, const char *value1,
+                                    const char *key2, const char *value2, sd_bus_error *error) {
+        const char *details[5] = { key1, value1, key2, value2, NULL };
+
+        return bus_verify_polkit_async(message, POLKIT_ACTION_MANAGE_POLICY, details, &m->polkit_registry,
+                                       error);
+}
+
+/* After a committed mutation: the audit record (with the revision it produced), the push to the agents it
+ * concerns, and PolicyRevision's PropertiesChanged. None of these can undo the change, so their failures are
+ * logged, not returned. fields: more key/value pairs for the record (see AuditRecord), NULL-terminated. */
+static void bus_policy_changed(Manager *m, sd_bus_message *message, const char *actor, const char *change,
+                               const char *subject, const char *const *fields) {
+        const char *all[2 * AUDIT_FIELDS_MAX + 1] = {};
+        char revision_text[STRLEN("18446744073709551615") + 1];
+        uint64_t revision;
+        size_t n = 0;
+        int r;
+
+        all[n++] = "change";
+        all[n++] = change;
+        for (const char *const *f = fields; f && *f; f += 2) {
+                assert(n + 4 < ELEMENTSOF(all));
+                all[n++] = f[0];
+                all[n++] = f[1];
+        }
+        r = store_policy_revision(m->store, &revision);
+        if (r < 0)
+                log_warning_errno(r, "Failed to read the policy revision, ignoring: %m");
+        else {
+                snprintf(revision_text, sizeof(revision_text), "%" PRIu64, revision);
+                all[n++] = "revision";
+                all[n++] = revision_text;
+        }
+
+        (void) audit_log(m->store, AUDIT_POLICY_CHANGED,
+                         &(AuditRecord) {
+                                 .actor = actor,
+                                 .subject = subject,
+                                 .role = _SPIFFE_ROLE_INVALID,
+                                 .fields = all,
+                         });
+
+        manager_policy_changed(m);
+
+        bus_emit_policy_revision(sd_bus_message_get_bus(message));
+}
+
+static int property_get_policy_revision(sd_bus *bus, const char *path, const char *interface,
+                                        const char *property, sd_bus_message *reply, void *userdata,
+                                        sd_bus_error *error) {
+        Manager *m = userdata;
+        uint64_t revision;
+        int r;
+
+        assert(m);
+
+        r = store_policy_revision(m->store, &revision);
+        if (r < 0)
+                return bus_internal_error(error, r, "read the policy revision");
+
+        return sd_bus_message_append(reply, "t", revision);
+}
+
+/* Whether a network exists: 1, 0, or a negative errno. The store has no single-network lookup. */
+static int bus_network_exists(Store *store, const char *name) {
+        StoreNetwork **networks = NULL;
+        size_t n = 0;
+        int r;
+
+        r = store_network_list(store, &networks, &n);
+        if (r < 0)
+                return r;
+        r = 0;
+        for (size_t i = 0; i < n && r == 0; i++)
+                r = streq(networks[i]->name, name);
+        store_network_array_free(networks, n);
+        return r;
+}
+
+static bool bus_group_exists(Store *store, const char *name) {
+        _cleanup_(store_group_freep) StoreGroup *g = NULL;
+
+        return store_group_get(store, name, &g) >= 0;
+}
+
+static bool bus_resource_exists(Store *store, const char *name) {
+        _cleanup_(store_resource_freep) StoreResource *res = NULL;
+
+        return store_resource_get(store, name, &res) >= 0;
+}
+
+static int method_create_network(sd_bus_message *message, void *userdata, sd_bus_error *error) {
+        const char *name, *description;
+        char actor[BUS_ACTOR_MAX];
+        Manager *m = userdata;
+        int r;
+
+        assert(message);
+        assert(m);
+
+        r = sd_bus_message_read(message, "ss", &name, &description);
+        if (r < 0)
+                return r;
+
+        r = bus_check_policy_name(name, "network name", error);
+        if (r < 0)
+                return r;
+        r = bus_check_string(description, "Description", error);
+        if (r < 0)
+                return r;
+
+        r = bus_verify_manage_policy(m, message, "network", name, NULL, NULL, error);
+        if (r < 0)
+                return r;
+        if (r == 0)
+                return 1;
+
+        r = bus_message_get_actor(message, actor);
+        if (r < 0)
+                return sd_bus_error_set_errnof(error, r, "Failed to identify the caller: %m");
+
+        r = store_network_create(m->store, name, isempty(description) ? NULL : description,
+                                 now(CLOCK_REALTIME));
+        if (r == -EEXIST)
+                return sd_bus_error_setf(error, BUS_ERROR_ALREADY_EXISTS, "Network '%s' already exists.",
+                                         name);
+        if (r == -EINVAL)
+                return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS, "Invalid network '%s'.", name);
+        if (r < 0)
+                return bus_internal_error(error, r, "create a network");
+
+        bus_policy_changed(m, message, actor, "network-created", name, AUDIT_FIELDS("name", name));
+        return sd_bus_reply_method_return(message, NULL);
+}
+
+static int method_delete_network(sd_bus_message *message, void *userdata, sd_bus_error *error) {
+        StoreResource **resources = NULL;
+        char actor[BUS_ACTOR_MAX];
+        Manager *m = userdata;
+        const char *name;
+        size_t n = 0;
+        int r;
+
+        assert(message);
+        assert(m);
+
+        r = sd_bus_message_read(message, "s", &name);
+        if (r < 0)
+                return r;
+
+        r = bus_check_policy_name(name, "network name", error);
+        if (r < 0)
+                return r;
+
+        r = bus_verify_manage_policy(m, message, "network", name, NULL, NULL, error);
+        if (r < 0)
+                return r;
+        if (r == 0)
+                return 1;
+
+        r = bus_message_get_actor(message, actor);
+        if (r < 0)
+                return sd_bus_error_set_errnof(error, r, "Failed to identify the caller: %m");
+
+        r = store_network_delete(m->store, name);
+        if (r == -ENOENT)
+                return sd_bus_error_setf(error, BUS_ERROR_NO_SUCH_NETWORK, "No network '%s'.", name);
+        if (r == -EBUSY) {
+                /* Say what is in the way: resources can be deleted, connectors must be revoked. */
+                if (store_resource_list(m->store, name, &resources, &n) >= 0 && n > 0) {
+                        store_resource_array_free(resources, n);
+                        return sd_bus_error_setf(error, BUS_ERROR_NETWORK_IN_USE,
+                                                 "Network '%s' still has %zu resource%s: delete %s first.",
+                                                 name, n, n == 1 ? "" : "s", n == 1 ? "it" : "them");
+                }
+                return sd_bus_error_setf(error, BUS_ERROR_NETWORK_IN_USE,
+                                         "Network '%s' still has connectors: revoke them first.", name);
+        }
+        if (r < 0)
+                return bus_internal_error(error, r, "delete a network");
+
+        bus_policy_changed(m, message, actor, "network-deleted", name, AUDIT_FIELDS("name", name));
+        return sd_bus_reply_method_return(message, NULL);
+}
+
+static int method_list_networks(sd_bus_message *message, void *userdata, sd_bus_error *error) {
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
+        StoreNetwork **networks = NULL;
+        Manager *m = userdata;
+        size_t n = 0;
+        int r;
+
+        assert(message);
+        assert(m);
+
+        r = bus_verify_polkit_async(message, POLKIT_ACTION_READ, NULL, &m->polkit_registry, error);
+        if (r < 0)
+                return r;
+        if (r == 0)
+                return 1;
+
+        r = store_network_list(m->store, &networks, &n);
+        if (r < 0)
+                return bus_internal_error(error, r, "list networks");
+
+        r = sd_bus_message_new_method_return(message, &reply);
+        if (r < 0)
+                goto finish;
+        r = sd_bus_message_open_container(reply, 'a', "(sst)");
+        if (r < 0)
+                goto finish;
+        for (size_t i = 0; i < n; i++) {
+                r = sd_bus_message_append(reply, "(sst)", networks[i]->name,
+                                          strempty(networks[i]->description),
+                                          (uint64_t) networks[i]->created_at);
+                if (r < 0)
+                        goto finish;
+        }
+        r = sd_bus_message_close_container(reply);
+        if (r < 0)
+                goto finish;
+        r = sd_bus_send(NULL, reply, NULL);
+
+finish:
+        store_network_array_free(networks, n);
+        return r;
+}
+
+/* The store said -ENOENT to a resource mutation: the resource or its network. */
+static int bus_resource_enoent(Manager *m, const ResourceInput *in, bool resource_must_exist,
+                               sd_bus_error *error) {
+        if (resource_must_exist && !bus_resource_exists(m->store, in->name))
+                return sd_bus_error_setf(error, BUS_ERROR_NO_SUCH_RESOURCE, "No resource '%s'.", in->name);
+        return sd_bus_error_setf(error, BUS_ERROR_NO_SUCH_NETWORK, "No network '%s'.", in->network);
+}
+
+static bool resource_equal(const StoreResource *a, const StoreResource *b) {
+        return streq(a->address, b->address) && streq(a->protocol, b->protocol) &&
+               streq(a->ports, b->ports) && streq(a->remote_network, b->remote_network) &&
+               streq_ptr(a->alias, b->alias);
+}
+
+static int resource_create_or_update(sd_bus_message *message, Manager *m, bool update, sd_bus_error *error) {
+        _cleanup_(store_resource_freep) StoreResource *current = NULL;
+        char actor[BUS_ACTOR_MAX];
+        ResourceInput in;
+        StoreResource res;
+        int r;
+
+        r = bus_read_resource(message, &in, error);
+        if (r < 0)
+                return r;
+        res = resource_input_to_store(&in);
+
+        r = bus_verify_manage_policy(m, message, "resource", in.name, NULL, NULL, error);
+        if (r < 0)
+                return r;
+        if (r == 0)
+                return 1;
+
+        r = bus_message_get_actor(message, actor);
+        if (r < 0)
+                return sd_bus_error_set_errnof(error, r, "Failed to identify the caller: %m");
+
+        if (update) {
+                /* After polkit: whether a resource exists is itself policy to be read. An update that changes
+                 * nothing is not a new revision: agents would be sent a delta for nothing. */
+                r = store_resource_get(m->store, in.name, &current);
+                if (r == -ENOENT)
+                        return sd_bus_error_setf(error, BUS_ERROR_NO_SUCH_RESOURCE, "No resource '%s'.",
+                                                 in.name);
+                if (r < 0)
+                        return bus_internal_error(error, r, "read a resource");
+                if (resource_equal(current, &res))
+                        return sd_bus_reply_method_return(message, NULL);
+
+                r = store_resource_update(m->store, &res, now(CLOCK_REALTIME));
+        } else
+                r = store_resource_create(m->store, &res, now(CLOCK_REALTIME));
+        if (r == -EEXIST)
+                return sd_bus_error_setf(error, BUS_ERROR_ALREADY_EXISTS, "Resource '%s' already exists.",
+                                         in.name);
+        if (r == -ENOENT)
+                return bus_resource_enoent(m, &in, update, error);
+        if (r == -EINVAL)
+                return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS, "Invalid resource '%s'.", in.name);
+        if (r < 0)
+                return bus_internal_error(error, r, update ? "update a resource" : "create a resource");
+
+        bus_policy_changed(m, message, actor, update ? "resource-updated" : "resource-created", in.name,
+                           AUDIT_FIELDS("name", in.name,
+                                           "network", in.network,
+                                           "address", in.address,
+                                           "protocol", in.protocol,
+                                           "ports", in.ports,
+                                           "alias", isempty(in.alias) ? NULL : in.alias));
+        return sd_bus_reply_method_return(message, NULL);
+}
+
+static int method_create_resource(sd_bus_message *message, void *userdata, sd_bus_error *error) {
+        assert(message);
+        assert(userdata);
+
+        return resource_create_or_update(message, userdata, /* update= */ false, error);
+}
+
+static int method_update_resource(sd_bus_message *message, void *userdata, sd_bus_error *error) {
+        assert(message);
+        assert(userdata);
+
+        return resource_create_or_update(message, userdata, /* update= */ true, error);
+}
+
+static int method_delete_resource(sd_bus_message *message, void *userdata, sd_bus_error *error) {
+        char actor[BUS_ACTOR_MAX];
+        Manager *m = userdata;
+        const char *name;
+        int r;
+
+        assert(message);
+        assert(m);
+
+        r = sd_bus_message_read(message, "s", &name);
+        if (r < 0)
+                return r;
+
+        r = bus_check_policy_name(name, "resource name", error);
+        if (r < 0)
+                return r;
+
+        r = bus_verify_manage_policy(m, message, "resource", name, NULL, NULL, error);
+        if (r < 0)
+                return r;
+        if (r == 0)
+                return 1;
+
+        r = bus_message_get_actor(message, actor);
+        if (r < 0)
+                return sd_bus_error_set_errnof(error, r, "Failed to identify the caller: %m");
+
+        r = store_resource_delete(m->store, name);
+        if (r == -ENOENT)
+                return sd_bus_error_setf(error, BUS_ERROR_NO_SUCH_RESOURCE, "No resource '%s'.", name);
+        if (r < 0)
+                return bus_internal_error(error, r, "delete a resource");
+
+        bus_policy_changed(m, message, actor, "resource-deleted", name, AUDIT_FIELDS("name", name));
+        return sd_bus_reply_method_return(message, NULL);
+}
+
+static int reply_resources(sd_bus_message *message, StoreResource *const *resources, size_t n) {
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
+        int r;
+
+        r = sd_bus_message_new_method_return(message, &reply);
+        if (r < 0)
+                return r;
+        r = sd_bus_message_open_container(reply, 'a', "(ssssssas)");
+        if (r < 0)
+                return r;
+
+        for (size_t i = 0; i < n; i++) {
+                const StoreResource *res = resources[i];
+
+                r = sd_bus_message_open_container(reply, 'r', "ssssssas");
+                if (r < 0)
+                        return r;
+                r = sd_bus_message_append(reply, "ssssss", res->name, res->address, res->protocol, res->ports,
+                                          res->remote_network, strempty(res->alias));
+                if (r < 0)
+                        return r;
+                r = sd_bus_message_append_strv(reply, res->groups);
+                if (r < 0)
+                        return r;
+                r = sd_bus_message_close_container(reply);
+                if (r < 0)
+                        return r;
+        }
+
+        r = sd_bus_message_close_container(reply);
+        if (r < 0)
+                return r;
+
+        return sd_bus_send(NULL, reply, NULL);
+}
+
+static int method_list_resources(sd_bus_message *message, void *userdata, sd_bus_error *error) {
+        StoreResource **resources = NULL;
+        Manager *m = userdata;
+        const char *network;
+        size_t n = 0;
+        int r;
+
+        assert(message);
+        assert(m);
+
+        r = sd_bus_message_read(message, "s", &network);
+        if (r < 0)
+                return r;
+        if (!isempty(network)) {
+                r = bus_check_policy_name(network, "network name", error);
+                if (r < 0)
+                        return r;
+        }
+
+        r = bus_verify_polkit_async(message, POLKIT_ACTION_READ, NULL, &m->polkit_registry, error);
+        if (r < 0)
+                return r;
+        if (r == 0)
+                return 1;
+
+        r = store_resource_list(m->store, isempty(network) ? NULL : network, &resources, &n);
+        if (r < 0)
+                return bus_internal_error(error, r, "list resources");
+
+        /* An empty list for a network that does not exist would hide a typo. */
+        if (n == 0 && !isempty(network)) {
+                r = bus_network_exists(m->store, network);
+                if (r < 0)
+                        return bus_internal_error(error, r, "list networks");
+                if (r == 0)
+                        return sd_bus_error_setf(error, BUS_ERROR_NO_SUCH_NETWORK, "No network '%s'.",
+                                                 network);
+        }
+
+        r = reply_resources(message, resources, n);
+        store_resource_array_free(resources, n);
+        return r;
+}
+
+static int method_create_group(sd_bus_message *message, void *userdata, sd_bus_error *error) {
+        const char *name, *description;
+        char actor[BUS_ACTOR_MAX];
+        Manager *m = userdata;
+        int r;
+
+        assert(message);
+        assert(m);
+
+        r = sd_bus_message_read(message, "ss", &name, &description);
+        if (r < 0)
+                return r;
+
+        r = bus_check_policy_name(name, "group name", error);
+        if (r < 0)
+                return r;
+        r = bus_check_string(description, "Description", error);
+        if (r < 0)
+                return r;
+
+        r = bus_verify_manage_policy(m, message, "group", name, NULL, NULL, error);
+        if (r < 0)
+                return r;
+        if (r == 0)
+                return 1;
+
+        r = bus_message_get_actor(message, actor);
+        if (r < 0)
+                return sd_bus_error_set_errnof(error, r, "Failed to identify the caller: %m");
+
+        r = store_group_create(m->store, name, isempty(description) ? NULL : description,
+                               now(CLOCK_REALTIME));
+        if (r == -EEXIST)
+                return sd_bus_error_setf(error, BUS_ERROR_ALREADY_EXISTS, "Group '%s' already exists.", name);
+        if (r == -EINVAL)
+                return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS, "Invalid group '%s'.", name);
+        if (r < 0)
+                return bus_internal_error(error, r, "create a group");
+
+        bus_policy_changed(m, message, actor, "group-created", name, AUDIT_FIELDS("name", name));
+        return sd_bus_reply_method_return(message, NULL);
+}
+
+static int method_delete_group(sd_bus_message *message, void *userdata, sd_bus_error *error) {
+        char actor[BUS_ACTOR_MAX];
+        Manager *m = userdata;
+        const char *name;
+        int r;
+
+        assert(message);
+        assert(m);
+
+        r = sd_bus_message_read(message, "s", &name);
+        if (r < 0)
+                return r;
+
+        r = bus_check_policy_name(name, "group name", error);
+        if (r < 0)
+                return r;
+
+        r = bus_verify_manage_policy(m, message, "group", name, NULL, NULL, error);
+        if (r < 0)
+                return r;
+        if (r == 0)
+                return 1;
+
+        r = bus_message_get_actor(message, actor);
+        if (r < 0)
+                return sd_bus_error_set_errnof(error, r, "Failed to identify the caller: %m");
+
+        r = store_group_delete(m->store, name);
+        if (r == -ENOENT)
+                return sd_bus_error_setf(error, BUS_ERROR_NO_SUCH_GROUP, "No group '%s'.", name);
+        if (r < 0)
+                return bus_internal_error(error, r, "delete a group");
+
+        bus_policy_changed(m, message, actor, "group-deleted", name, AUDIT_FIELDS("name", name));
+        return sd_bus_reply_method_return(message, NULL);
+}
+
+static int reply_groups(sd_bus_message *message, StoreGroup *const *groups, size_t n) {
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
+        int r;
+
+        r = sd_bus_message_new_method_return(message, &reply);
+        if (r < 0)
+                return r;
+        r = sd_bus_message_open_container(reply, 'a', "(ssasas)");
+        if (r < 0)
+                return r;
+
+        for (size_t i = 0; i < n; i++) {
+                r = sd_bus_message_open_container(reply, 'r', "ssasas");
+                if (r < 0)
+                        return r;
+                r = sd_bus_message_append(reply, "ss", groups[i]->name, strempty(groups[i]->description));
+                if (r < 0)
+                        return r;
+                r = sd_bus_message_append_strv(reply, groups[i]->members);
+                if (r < 0)
+                        return r;
+                r = sd_bus_message_append_strv(reply, groups[i]->resources);
+                if (r < 0)
+                        return r;
+                r = sd_bus_message_close_container(reply);
+                if (r < 0)
+                        return r;
+        }
+
+        r = sd_bus_message_close_container(reply);
+        if (r < 0)
+                return r;
+
+        return sd_bus_send(NULL, reply, NULL);
+}
+
+static int method_list_groups(sd_bus_message *message, void *userdata, sd_bus_error *error) {
+        StoreGroup **groups = NULL;
+        Manager *m = userdata;
+        size_t n = 0;
+        int r;
+
+        assert(message);
+        assert(m);
+
+        r = bus_verify_polkit_async(message, POLKIT_ACTION_READ, NULL, &m->polkit_registry, error);
+        if (r < 0)
+                return r;
+        if (r == 0)
+                return 1;
+
+        r = store_group_list(m->store, &groups, &n);
+        if (r < 0)
+                return bus_internal_error(error, r, "list groups");
+
+        r = reply_groups(message, groups, n);
+        store_group_array_free(groups, n);
+        return r;
+}
+
+static int bus_not_a_tunneler(sd_bus_error *error, const char *agent) {
+        return sd_bus_error_setf(error, BUS_ERROR_NOT_A_TUNNELER,
+                                 "Agent '%s' is not a tunneler: only tunnelers belong to groups.", agent);
+}
+
+/* A group member, given as a SPIFFE ID or a bare id, as the SPIFFE ID of a tunneler. A bare id names at most
+ * one tunneler (SPIFFE IDs are unique per role and id), so a connector with the same id does not make it
+ * ambiguous. Sets error: NoSuchAgent, NotATunneler. */
+static int bus_resolve_tunneler(Manager *m, const char *agent, char **ret, sd_bus_error *error) {
+        StoreAgent **agents = NULL;
+        bool other_role = false;
+        char *found = NULL;
+        size_t n = 0;
+        int r;
+
+        if (startswith(agent, "spiffe://")) {
+                _cleanup_(store_agent_freep) StoreAgent *a = NULL;
+
+                r = store_agent_get(m->store, agent, &a);
+                if (r == -ENOENT)
+                        return sd_bus_error_setf(error, BUS_ERROR_NO_SUCH_AGENT, "No agent '%s'.", agent);
+                if (r < 0)
+                        return bus_internal_error(error, r, "read an agent");
+                if (a->role != SPIFFE_ROLE_TUNNELER)
+                        return bus_not_a_tunneler(error, agent);
+                found = TAKE_PTR(a->spiffe_id);
+        } else {
+                r = store_agent_list(m->store, _SPIFFE_ROLE_INVALID, &agents, &n);
+                if (r < 0)
+                        return bus_internal_error(error, r, "list agents");
+                for (size_t i = 0; i < n && !found; i++) {
+                        if (!streq(agents[i]->id, agent))
+                                continue;
+                        if (agents[i]->role == SPIFFE_ROLE_TUNNELER)
+                                found = TAKE_PTR(agents[i]->spiffe_id);
+                        else
+                                other_role = true;
+                }
+                store_agent_array_free(agents, n);
+                if (!found && other_role)
+                        return bus_not_a_tunneler(error, agent);
+                if (!found)
+                        return sd_bus_error_setf(error, BUS_ERROR_NO_SUCH_AGENT, "No agent '%s'.", agent);
+        }
+
+        *ret = found;
+        return 0;
+}
+
+static int group_change_member(sd_bus_message *message, Manager *m, bool add, sd_bus_error *error) {
+        _cleanup_free_ char *spiffe_id = NULL;
+        const char *group, *agent;
+        char actor[BUS_ACTOR_MAX];
+        int r;
+
+        r = sd_bus_message_read(message, "ss", &group, &agent);
+        if (r < 0)
+                return r;
+
+        r = bus_check_policy_name(group, "group name", error);
+        if (r < 0)
+                return r;
+        r = bus_check_agent(agent, error);
+        if (r < 0)
+                return r;
+
+        r = bus_verify_manage_policy(m, message, "group", group, "agent", agent, error);
+        if (r < 0)
+                return r;
+        if (r == 0)
+                return 1;
+
+        r = bus_message_get_actor(message, actor);
+        if (r < 0)
+                return sd_bus_error_set_errnof(error, r, "Failed to identify the caller: %m");
+
+        if (!bus_group_exists(m->store, group))
+                return sd_bus_error_setf(error, BUS_ERROR_NO_SUCH_GROUP, "No group '%s'.", group);
+        r = bus_resolve_tunneler(m, agent, &spiffe_id, error);
+        if (r < 0)
+                return r;
+
+        if (add)
+                r = store_group_add_member(m->store, group, spiffe_id);
+        else
+                r = store_group_remove_member(m->store, group, spiffe_id);
+        if (r == -EALREADY && add)
+                return sd_bus_error_setf(error, BUS_ERROR_ALREADY_MEMBER,
+                                         "'%s' is already a member of group '%s'.", spiffe_id, group);
+        if (r == -EALREADY)
+                return sd_bus_error_setf(error, BUS_ERROR_NOT_A_MEMBER, "'%s' is not a member of group '%s'.",
+                                         spiffe_id, group);
+        if (r == -E2BIG)
+                return sd_bus_error_setf(error, BUS_ERROR_TOO_MANY_GROUPS, "'%s' is already in %u groups.",
+                                         spiffe_id, (unsigned) STORE_GROUPS_MAX);
+        if (r == -EINVAL)
+                return bus_not_a_tunneler(error, agent);
+        if (r == -ENOENT) /* gone since we looked */
+                return sd_bus_error_setf(error, BUS_ERROR_NO_SUCH_GROUP, "No group '%s'.", group);
+        if (r < 0)
+                return bus_internal_error(error, r, add ? "add a group member" : "remove a group member");
+
+        bus_policy_changed(m, message, actor, add ? "group-member-added" : "group-member-removed", spiffe_id,
+                           AUDIT_FIELDS("group", group));
+        return sd_bus_reply_method_return(message, NULL);
+}
+
+static int method_add_group_member(sd_bus_message *message, void *userdata, sd_bus_error *error) {
+        assert(message);
+        assert(userdata);
+
+        return group_change_member(message, userdata, /* add= */ true, error);
+}
+
+static int method_remove_group_member(sd_bus_message *message, void *userdata, sd_bus_error *error) {
+        assert(message);
+        assert(userdata);
+
+        return group_change_member(message, userdata, /* add= */ false, error);
+}
+
+/* The store said -ENOENT about a policy: which of the three is missing. */
+static int bus_policy_enoent(Manager *m, const char *group, const char *resource, sd_bus_error *error) {
+        if (!bus_group_exists(m->store, group))
+                return sd_bus_error_setf(error, BUS_ERROR_NO_SUCH_GROUP, "No group '%s'.", group);
+        if (!bus_resource_exists(m->store, resource))
+                return sd_bus_error_setf(error, BUS_ERROR_NO_SUCH_RESOURCE, "No resource '%s'.", resource);
+        return sd_bus_error_setf(error, BUS_ERROR_NO_SUCH_POLICY, "Group '%s' is not granted resource '%s'.",
+                                 group, resource);
+}
+
+static int policy_create_or_delete(sd_bus_message *message, Manager *m, bool create, sd_bus_error *error) {
+        const char *group, *resource;
+        char actor[BUS_ACTOR_MAX];
+        int r;
+
+        r = sd_bus_message_read(message, "ss", &group, &resource);
+        if (r < 0)
+                return r;
+
+        r = bus_check_policy_name(group, "group name", error);
+        if (r < 0)
+                return r;
+        r = bus_check_policy_name(resource, "resource name", error);
+        if (r < 0)
+                return r;
+
+        r = bus_verify_manage_policy(m, message, "group", group, "resource", resource, error);
+        if (r < 0)
+                return r;
+        if (r == 0)
+                return 1;
+
+        r = bus_message_get_actor(message, actor);
+        if (r < 0)
+                return sd_bus_error_set_errnof(error, r, "Failed to identify the caller: %m");
+
+        if (create)
+                r = store_policy_create(m->store, group, resource, now(CLOCK_REALTIME));
+        else
+                r = store_policy_delete(m->store, group, resource);
+        if (r == -EEXIST)
+                return sd_bus_error_setf(error, BUS_ERROR_ALREADY_EXISTS,
+                                         "Group '%s' is already granted resource '%s'.", group, resource);
+        if (r == -ENOENT)
+                return bus_policy_enoent(m, group, resource, error);
+        if (r < 0)
+                return bus_internal_error(error, r, create ? "create a policy" : "delete a policy");
+
+        bus_policy_changed(m, message, actor, create ? "policy-created" : "policy-deleted", resource,
+                           AUDIT_FIELDS("group", group, "resource", resource));
+        return sd_bus_reply_method_return(message, NULL);
+}
+
+static int method_create_policy(sd_bus_message *message, void *userdata, sd_bus_error *error) {
+        assert(message);
+        assert(userdata);
+
+        return policy_create_or_delete(message, userdata, /* create= */ true, error);
+}
+
+static int method_delete_policy(sd_bus_message *message, void *userdata, sd_bus_error *error) {
+        assert(message);
+        assert(userdata);
+
+        return policy_create_or_delete(message, userdata, /* create= */ false, error);
+}
+
+static int method_list_policies(sd_bus_message *message, void *userdata, sd_bus_error *error) {
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
+        StorePolicy *policies = NULL;
+        Manager *m = userdata;
+        size_t n = 0;
+        int r;
+
+        assert(message);
+        assert(m);
+
+        r = bus_verify_polkit_async(message, POLKIT_ACTION_READ, NULL, &m->polkit_registry, error);
+        if (r < 0)
+                return r;
+        if (r == 0)
+                return 1;
+
+        r = store_policy_list(m->store, &policies, &n);
+        if (r < 0)
+                return bus_internal_error(error, r, "list policies");
+
+        r = sd_bus_message_new_method_return(message, &reply);
+        if (r < 0)
+                goto finish;
+        r = sd_bus_message_open_container(reply, 'a', "(sst)");
+        if (r < 0)
+                goto finish;
+        for (size_t i = 0; i < n; i++) {
+                r = sd_bus_message_append(reply, "(sst)", policies[i].group, policies[i].resource,
+                                          (uint64_t) policies[i].created_at);
+                if (r < 0)
+                        goto finish;
+        }
+        r = sd_bus_message_close_container(reply);
+        if (r < 0)
+                goto finish;
+        r = sd_bus_send(NULL, reply, NULL);
+
+finish:
+        store_policy_array_free(policies, n);
+        return r;
+}
+
 static const sd_bus_vtable controller_vtable[] = {
         SD_BUS_VTABLE_START(0),
 
@@ -733,6 +1698,8 @@ static const sd_bus_vtable controller_vtable[] = {
         /* Changes when a root rotation completes (no signal yet): read it when needed, do not cache it. */
         SD_BUS_PROPERTY("RootFingerprint", "s", property_get_root_fingerprint, 0, 0),
         SD_BUS_PROPERTY("ControlStreams", "u", property_get_control_streams, 0, 0),
+        SD_BUS_PROPERTY("PolicyRevision", "t", property_get_policy_revision, 0,
+                        SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
 
         SD_BUS_METHOD_WITH_ARGS("CreateToken",
                                 SD_BUS_ARGS("s", role, "s", bound_id, "s", remote_network, "as", groups,
@@ -774,6 +1741,83 @@ static const sd_bus_vtable controller_vtable[] = {
                                 SD_BUS_NO_ARGS,
                                 SD_BUS_RESULT("a(ssssttay)", cas),
                                 method_list_cas,
+                                SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD_WITH_ARGS("CreateNetwork",
+                                SD_BUS_ARGS("s", name, "s", description),
+                                SD_BUS_NO_RESULT,
+                                method_create_network,
+                                SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD_WITH_ARGS("DeleteNetwork",
+                                SD_BUS_ARGS("s", name),
+                                SD_BUS_NO_RESULT,
+                                method_delete_network,
+                                SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD_WITH_ARGS("ListNetworks",
+                                SD_BUS_NO_ARGS,
+                                SD_BUS_RESULT("a(sst)", networks),
+                                method_list_networks,
+                                SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD_WITH_ARGS("CreateResource",
+                                SD_BUS_ARGS("s", name, "s", address, "s", protocol, "s", ports, "s", network,
+                                            "s", alias),
+                                SD_BUS_NO_RESULT,
+                                method_create_resource,
+                                SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD_WITH_ARGS("UpdateResource",
+                                SD_BUS_ARGS("s", name, "s", address, "s", protocol, "s", ports, "s", network,
+                                            "s", alias),
+                                SD_BUS_NO_RESULT,
+                                method_update_resource,
+                                SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD_WITH_ARGS("DeleteResource",
+                                SD_BUS_ARGS("s", name),
+                                SD_BUS_NO_RESULT,
+                                method_delete_resource,
+                                SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD_WITH_ARGS("ListResources",
+                                SD_BUS_ARGS("s", network),
+                                SD_BUS_RESULT("a(ssssssas)", resources),
+                                method_list_resources,
+                                SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD_WITH_ARGS("CreateGroup",
+                                SD_BUS_ARGS("s", name, "s", description),
+                                SD_BUS_NO_RESULT,
+                                method_create_group,
+                                SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD_WITH_ARGS("DeleteGroup",
+                                SD_BUS_ARGS("s", name),
+                                SD_BUS_NO_RESULT,
+                                method_delete_group,
+                                SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD_WITH_ARGS("ListGroups",
+                                SD_BUS_NO_ARGS,
+                                SD_BUS_RESULT("a(ssasas)", groups),
+                                method_list_groups,
+                                SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD_WITH_ARGS("AddGroupMember",
+                                SD_BUS_ARGS("s", group, "s", agent),
+                                SD_BUS_NO_RESULT,
+                                method_add_group_member,
+                                SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD_WITH_ARGS("RemoveGroupMember",
+                                SD_BUS_ARGS("s", group, "s", agent),
+                                SD_BUS_NO_RESULT,
+                                method_remove_group_member,
+                                SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD_WITH_ARGS("CreatePolicy",
+                                SD_BUS_ARGS("s", group, "s", resource),
+                                SD_BUS_NO_RESULT,
+                                method_create_policy,
+                                SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD_WITH_ARGS("DeletePolicy",
+                                SD_BUS_ARGS("s", group, "s", resource),
+                                SD_BUS_NO_RESULT,
+                                method_delete_policy,
+                                SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD_WITH_ARGS("ListPolicies",
+                                SD_BUS_NO_ARGS,
+                                SD_BUS_RESULT("a(sst)", policies),
+                                method_list_policies,
                                 SD_BUS_VTABLE_UNPRIVILEGED),
 
         SD_BUS_VTABLE_END,

@@ -52,6 +52,11 @@ typedef enum VerbOption {
         OPT_TTL = 1 << 4,
         OPT_OUTPUT = 1 << 5,
         OPT_REASON = 1 << 6,
+        OPT_DESCRIPTION = 1 << 7,
+        OPT_ADDRESS = 1 << 8,
+        OPT_PORTS = 1 << 9,
+        OPT_PROTOCOL = 1 << 10,
+        OPT_ALIAS = 1 << 11,
 } VerbOption;
 
 static bool arg_json = false;
@@ -65,6 +70,11 @@ static char **arg_groups = NULL;
 static usec_t arg_ttl = 0;
 static const char *arg_output = NULL;
 static const char *arg_reason = NULL;
+static const char *arg_description = NULL;
+static const char *arg_address = NULL;
+static const char *arg_ports = NULL;
+static const char *arg_protocol = NULL;
+static const char *arg_alias = NULL;
 static unsigned arg_given = 0; /* VerbOption mask */
 
 /* --- output helpers --- */
@@ -931,6 +941,369 @@ static int verb_ca_rotate(sd_bus *bus, char **args) {
         return 0;
 }
 
+/* --- the access policy: network, resource, group, policy --- */
+
+/* A call whose reply carries nothing: member(args…) and the error, if any, printed as "Failed to <what>: …".
+ * Quiet on success, as the other verbs that change something. */
+static int policy_call(sd_bus *bus, const char *member, const char *what, const char *types, ...) {
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *call = NULL;
+        va_list ap;
+        int r;
+
+        r = bus_new_call(bus, member, &call);
+        if (r < 0)
+                return r;
+        va_start(ap, types);
+        r = sd_bus_message_appendv(call, types, ap);
+        va_end(ap);
+        if (r < 0)
+                return log_oom();
+
+        return bus_call(bus, call, what, NULL);
+}
+
+/* Lists one kind of object: call member (with network as its argument when not NULL), read each row with
+ * read_row into a table or JSON. Rows are read by the caller's callback so each keeps its own types. */
+typedef int (*ListRowFunc)(sd_bus_message *reply, Table *t, json_t *array);
+
+static int policy_list(sd_bus *bus, const char *member, const char *network, const char *what,
+                       const char *row_signature, const char *const *header, ListRowFunc read_row,
+                       const char *noun_singular, const char *noun_plural) {
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *call = NULL, *reply = NULL;
+        _cleanup_(table_done) Table table = {};
+        json_auto_t *array = NULL;
+        char container[32];
+        int r;
+
+        r = bus_new_call(bus, member, &call);
+        if (r < 0)
+                return r;
+        if (network) {
+                r = sd_bus_message_append(call, "s", network);
+                if (r < 0)
+                        return log_oom();
+        }
+        r = bus_call(bus, call, what, &reply);
+        if (r < 0)
+                return r;
+
+        if (arg_json) {
+                array = json_array();
+                if (!array)
+                        return log_oom();
+        } else {
+                r = table_new(&table, header);
+                if (r < 0)
+                        return log_oom();
+        }
+
+        snprintf(container, sizeof(container), "(%s)", row_signature);
+        r = sd_bus_message_enter_container(reply, 'a', container);
+        if (r < 0)
+                return bus_parse_error(r);
+        for (;;) {
+                r = sd_bus_message_enter_container(reply, 'r', row_signature);
+                if (r < 0)
+                        return bus_parse_error(r);
+                if (r == 0)
+                        break;
+                r = read_row(reply, arg_json ? NULL : &table, array);
+                if (r == -ENOMEM || r == -E2BIG)
+                        return log_error_errno(r, "Failed to format the list: %m");
+                if (r < 0)
+                        return bus_parse_error(r);
+                r = sd_bus_message_exit_container(reply);
+                if (r < 0)
+                        return bus_parse_error(r);
+        }
+
+        if (arg_json)
+                return json_print(array);
+        table_print(&table, noun_singular, noun_plural);
+        return 0;
+}
+
+/* network */
+
+static int verb_network_create(sd_bus *bus, char **args) {
+        return policy_call(bus, "CreateNetwork", "create network", "ss", args[0], strempty(arg_description));
+}
+
+static int verb_network_delete(sd_bus *bus, char **args) {
+        return policy_call(bus, "DeleteNetwork", "delete network", "s", args[0]);
+}
+
+static int network_row(sd_bus_message *reply, Table *t, json_t *array) {
+        const char *name, *description;
+        char created[TIME_STRING_MAX];
+        uint64_t created_at;
+        json_t *o;
+        int r;
+
+        r = sd_bus_message_read(reply, "sst", &name, &description, &created_at);
+        if (r < 0)
+                return r;
+
+        if (t)
+                return table_add_row(t, name, description, format_time_absolute(created, created_at));
+
+        o = json_object();
+        if (!o || json_array_append_new(array, o) < 0)
+                return -ENOMEM;
+        if (json_set_string(o, "name", name) < 0 ||
+            json_set_string(o, "description", empty_or_null(description)) < 0 ||
+            json_set_time(o, "created_at", created_at) < 0)
+                return -ENOMEM;
+        return 0;
+}
+
+static int verb_network_list(sd_bus *bus, char **args) {
+        static const char *const header[] = { "NAME", "DESCRIPTION", "CREATED", NULL };
+
+        return policy_list(bus, "ListNetworks", NULL, "list networks", "sst", header, network_row, "network",
+                           "networks");
+}
+
+/* resource */
+
+static int verb_resource_create(sd_bus *bus, char **args) {
+        return policy_call(bus, "CreateResource", "create resource", "ssssss", args[0], arg_address,
+                           strempty(arg_protocol), strempty(arg_ports), arg_network, strempty(arg_alias));
+}
+
+typedef struct ResourceRow {
+        const char *name, *address, *protocol, *ports, *network, *alias;
+        char **groups;
+} ResourceRow;
+
+static int resource_row_read(sd_bus_message *reply, ResourceRow *row) {
+        int r;
+
+        r = sd_bus_message_read(reply, "ssssss", &row->name, &row->address, &row->protocol, &row->ports,
+                                &row->network, &row->alias);
+        if (r < 0)
+                return r;
+        return sd_bus_message_read_strv(reply, &row->groups);
+}
+
+/* The resource as the controller has it now; NULL *ret_reply when there is none. Strings point into the
+ * reply. */
+static int resource_get(sd_bus *bus, const char *name, sd_bus_message **ret_reply, ResourceRow *ret) {
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *call = NULL, *reply = NULL;
+        int r;
+
+        r = bus_new_call(bus, "ListResources", &call);
+        if (r < 0)
+                return r;
+        r = sd_bus_message_append(call, "s", "");
+        if (r < 0)
+                return log_oom();
+        r = bus_call(bus, call, "read the resource", &reply);
+        if (r < 0)
+                return r;
+
+        r = sd_bus_message_enter_container(reply, 'a', "(ssssssas)");
+        if (r < 0)
+                return bus_parse_error(r);
+        for (;;) {
+                ResourceRow row = {};
+
+                r = sd_bus_message_enter_container(reply, 'r', "ssssssas");
+                if (r < 0)
+                        return bus_parse_error(r);
+                if (r == 0)
+                        break;
+                r = resource_row_read(reply, &row);
+                if (r < 0)
+                        return bus_parse_error(r);
+                row.groups = strv_free(row.groups);
+                if (streq(row.name, name)) {
+                        *ret = row;
+                        *ret_reply = TAKE_PTR(reply);
+                        return 0;
+                }
+                r = sd_bus_message_exit_container(reply);
+                if (r < 0)
+                        return bus_parse_error(r);
+        }
+
+        *ret = (ResourceRow) {};
+        *ret_reply = NULL;
+        return 0;
+}
+
+/* Only what is given changes: the rest is read from the controller first (so this needs the read action
+ * too, and a concurrent change of another field between the read and the update is overwritten). */
+static int verb_resource_update(sd_bus *bus, char **args) {
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *current_reply = NULL;
+        ResourceRow current;
+        int r;
+
+        r = resource_get(bus, args[0], &current_reply, &current);
+        if (r < 0)
+                return r;
+        if (!current_reply)
+                return log_error_errno(ENOENT, "Failed to update resource: No resource '%s'.", args[0]);
+
+        return policy_call(bus, "UpdateResource", "update resource", "ssssss", args[0],
+                           arg_given & OPT_ADDRESS ? arg_address : current.address,
+                           arg_given & OPT_PROTOCOL ? arg_protocol : current.protocol,
+                           arg_given & OPT_PORTS ? arg_ports : current.ports,
+                           arg_given & OPT_NETWORK ? arg_network : current.network,
+                           arg_given & OPT_ALIAS ? arg_alias : current.alias);
+}
+
+static int verb_resource_delete(sd_bus *bus, char **args) {
+        return policy_call(bus, "DeleteResource", "delete resource", "s", args[0]);
+}
+
+static void resource_row_done(ResourceRow *row) {
+        row->groups = strv_free(row->groups);
+}
+
+static int resource_row(sd_bus_message *reply, Table *t, json_t *array) {
+        _cleanup_(resource_row_done) ResourceRow row = {};
+        _cleanup_free_ char *groups = NULL;
+        json_t *o;
+        int r;
+
+        r = resource_row_read(reply, &row);
+        if (r < 0)
+                return r;
+
+        if (t) {
+                groups = strv_join(row.groups, ",");
+                if (!groups)
+                        return -ENOMEM;
+                return table_add_row(t, row.name, row.address, row.protocol, row.ports, row.network,
+                                     row.alias, groups);
+        }
+
+        o = json_object();
+        if (!o || json_array_append_new(array, o) < 0)
+                return -ENOMEM;
+        if (json_set_string(o, "name", row.name) < 0 ||
+            json_set_string(o, "address", row.address) < 0 ||
+            json_set_string(o, "protocol", row.protocol) < 0 ||
+            json_set_string(o, "ports", row.ports) < 0 ||
+            json_set_string(o, "network", row.network) < 0 ||
+            json_set_string(o, "alias", empty_or_null(row.alias)) < 0 ||
+            json_set_strv(o, "groups", row.groups) < 0)
+                return -ENOMEM;
+        return 0;
+}
+
+static int verb_resource_list(sd_bus *bus, char **args) {
+        static const char *const header[] = {
+                "NAME", "ADDRESS", "PROTOCOL", "PORTS", "NETWORK", "ALIAS", "GROUPS", NULL,
+        };
+
+        return policy_list(bus, "ListResources", strempty(arg_network), "list resources", "ssssssas", header,
+                           resource_row, "resource", "resources");
+}
+
+/* group */
+
+static int verb_group_create(sd_bus *bus, char **args) {
+        return policy_call(bus, "CreateGroup", "create group", "ss", args[0], strempty(arg_description));
+}
+
+static int verb_group_delete(sd_bus *bus, char **args) {
+        return policy_call(bus, "DeleteGroup", "delete group", "s", args[0]);
+}
+
+static int verb_group_add_member(sd_bus *bus, char **args) {
+        return policy_call(bus, "AddGroupMember", "add group member", "ss", args[0], args[1]);
+}
+
+static int verb_group_remove_member(sd_bus *bus, char **args) {
+        return policy_call(bus, "RemoveGroupMember", "remove group member", "ss", args[0], args[1]);
+}
+
+static int group_row(sd_bus_message *reply, Table *t, json_t *array) {
+        _cleanup_strv_free_ char **members = NULL, **resources = NULL;
+        _cleanup_free_ char *m = NULL, *res = NULL;
+        const char *name, *description;
+        json_t *o;
+        int r;
+
+        r = sd_bus_message_read(reply, "ss", &name, &description);
+        if (r < 0)
+                return r;
+        r = sd_bus_message_read_strv(reply, &members);
+        if (r < 0)
+                return r;
+        r = sd_bus_message_read_strv(reply, &resources);
+        if (r < 0)
+                return r;
+
+        if (t) {
+                m = strv_join(members, ",");
+                res = strv_join(resources, ",");
+                if (!m || !res)
+                        return -ENOMEM;
+                return table_add_row(t, name, description, m, res);
+        }
+
+        o = json_object();
+        if (!o || json_array_append_new(array, o) < 0)
+                return -ENOMEM;
+        if (json_set_string(o, "name", name) < 0 ||
+            json_set_string(o, "description", empty_or_null(description)) < 0 ||
+            json_set_strv(o, "members", members) < 0 ||
+            json_set_strv(o, "resources", resources) < 0)
+                return -ENOMEM;
+        return 0;
+}
+
+static int verb_group_list(sd_bus *bus, char **args) {
+        static const char *const header[] = { "NAME", "DESCRIPTION", "MEMBERS", "RESOURCES", NULL };
+
+        return policy_list(bus, "ListGroups", NULL, "list groups", "ssasas", header, group_row, "group",
+                           "groups");
+}
+
+/* policy */
+
+static int verb_policy_create(sd_bus *bus, char **args) {
+        return policy_call(bus, "CreatePolicy", "create policy", "ss", args[0], args[1]);
+}
+
+static int verb_policy_delete(sd_bus *bus, char **args) {
+        return policy_call(bus, "DeletePolicy", "delete policy", "ss", args[0], args[1]);
+}
+
+static int policy_row(sd_bus_message *reply, Table *t, json_t *array) {
+        const char *group, *resource;
+        char created[TIME_STRING_MAX];
+        uint64_t created_at;
+        json_t *o;
+        int r;
+
+        r = sd_bus_message_read(reply, "sst", &group, &resource, &created_at);
+        if (r < 0)
+                return r;
+
+        if (t)
+                return table_add_row(t, group, resource, format_time_absolute(created, created_at));
+
+        o = json_object();
+        if (!o || json_array_append_new(array, o) < 0)
+                return -ENOMEM;
+        if (json_set_string(o, "group", group) < 0 ||
+            json_set_string(o, "resource", resource) < 0 ||
+            json_set_time(o, "created_at", created_at) < 0)
+                return -ENOMEM;
+        return 0;
+}
+
+static int verb_policy_list(sd_bus *bus, char **args) {
+        static const char *const header[] = { "GROUP", "RESOURCE", "CREATED", NULL };
+
+        return policy_list(bus, "ListPolicies", NULL, "list policies", "sst", header, policy_row, "policy",
+                           "policies");
+}
+
 /* --- the agents on this host (status, health) --- */
 
 /* Read-only: GetAll is open to everyone by the agents' bus policy, so no polkit and no password. */
@@ -1353,9 +1726,12 @@ typedef struct Verb {
         int (*run)(sd_bus *bus, char **args);
         bool args_optional;
         const char *const *arg_choices; /* NULL, or the values the arguments may take */
+        unsigned required_any;          /* VerbOption mask of which at least one must be given (0: none) */
 } Verb;
 
 static const char *const agent_roles[] = { "connector", "tunneler", NULL };
+
+#define RESOURCE_OPTIONS (OPT_ADDRESS | OPT_NETWORK | OPT_PORTS | OPT_PROTOCOL | OPT_ALIAS)
 
 static const Verb verbs[] = {
         { "token", "create", 0, NULL, OPT_ROLE | OPT_ID | OPT_NETWORK | OPT_GROUP | OPT_TTL | OPT_OUTPUT,
@@ -1367,6 +1743,23 @@ static const Verb verbs[] = {
         { "agents", "renew", 1, "AGENT", 0, 0, verb_agents_renew },
         { "ca", "status", 0, NULL, 0, 0, verb_ca_status },
         { "ca", "rotate", 0, NULL, 0, 0, verb_ca_rotate },
+        { "network", "create", 1, "NAME", OPT_DESCRIPTION, 0, verb_network_create },
+        { "network", "delete", 1, "NAME", 0, 0, verb_network_delete },
+        { "network", "list", 0, NULL, 0, 0, verb_network_list },
+        { "resource", "create", 1, "NAME", RESOURCE_OPTIONS, OPT_ADDRESS | OPT_NETWORK,
+          verb_resource_create },
+        { "resource", "update", 1, "NAME", RESOURCE_OPTIONS, 0, verb_resource_update, false, NULL,
+          RESOURCE_OPTIONS },
+        { "resource", "delete", 1, "NAME", 0, 0, verb_resource_delete },
+        { "resource", "list", 0, NULL, OPT_NETWORK, 0, verb_resource_list },
+        { "group", "create", 1, "NAME", OPT_DESCRIPTION, 0, verb_group_create },
+        { "group", "delete", 1, "NAME", 0, 0, verb_group_delete },
+        { "group", "list", 0, NULL, 0, 0, verb_group_list },
+        { "group", "add-member", 2, "GROUP and AGENT", 0, 0, verb_group_add_member },
+        { "group", "remove-member", 2, "GROUP and AGENT", 0, 0, verb_group_remove_member },
+        { "policy", "create", 2, "GROUP and RESOURCE", 0, 0, verb_policy_create },
+        { "policy", "delete", 2, "GROUP and RESOURCE", 0, 0, verb_policy_delete },
+        { "policy", "list", 0, NULL, 0, 0, verb_policy_list },
         { "status", NULL, 1, "connector or tunneler", 0, 0, verb_status, true, agent_roles },
         { "health", NULL, 1, "connector or tunneler", 0, 0, verb_health, true, agent_roles },
 };
@@ -1377,7 +1770,8 @@ static const struct {
 } option_names[] = {
         { OPT_ROLE, "--role" },     { OPT_ID, "--id" },         { OPT_NETWORK, "--network" },
         { OPT_GROUP, "--group" },   { OPT_TTL, "--ttl" },       { OPT_OUTPUT, "--output" },
-        { OPT_REASON, "--reason" },
+        { OPT_REASON, "--reason" }, { OPT_DESCRIPTION, "--description" }, { OPT_ADDRESS, "--address" },
+        { OPT_PORTS, "--ports" },   { OPT_PROTOCOL, "--protocol" }, { OPT_ALIAS, "--alias" },
 };
 
 static void help(void) {
@@ -1396,6 +1790,28 @@ static void help(void) {
                "Certificate authority:\n"
                "  ca status                        Show the controller and its CAs\n"
                "  ca rotate                        Start a staged root CA rotation\n\n"
+               "Access policy (default deny: a tunneler reaches a resource only through a policy):\n"
+               "  network create NAME [--description TEXT]\n"
+               "                                   Create a remote network (connectors join one)\n"
+               "  network delete NAME              Delete a network without resources or connectors\n"
+               "  network list                     List networks\n"
+               "  resource create NAME --address ADDR --network NET [--ports PORTS]\n"
+               "                  [--protocol PROTO] [--alias FQDN]\n"
+               "                                   Create a resource in a network\n"
+               "  resource update NAME [--address ADDR] [--network NET] [--ports PORTS]\n"
+               "                  [--protocol PROTO] [--alias FQDN]\n"
+               "                                   Change the given fields, keep the others\n"
+               "  resource delete NAME             Delete a resource and its policies\n"
+               "  resource list [--network NET]    List resources and the groups granted each\n"
+               "  group create NAME [--description TEXT]\n"
+               "                                   Create a group of tunnelers\n"
+               "  group delete NAME                Delete a group, its policies and memberships\n"
+               "  group list                       List groups, their members and resources\n"
+               "  group add-member GROUP AGENT     Add a tunneler (SPIFFE ID or id) to a group\n"
+               "  group remove-member GROUP AGENT  Remove a tunneler from a group\n"
+               "  policy create GROUP RESOURCE     Grant a group access to a resource\n"
+               "  policy delete GROUP RESOURCE     Withdraw it\n"
+               "  policy list                      List policies\n\n"
                "Agents on this host:\n"
                "  status [connector|tunneler]      Show the state of ztna-connector and ztna-tunneler\n"
                "  health [connector|tunneler]      One line each: online, or why not; exit 1 if not\n\n"
@@ -1408,11 +1824,17 @@ static void help(void) {
                "     --user                        Talk to the agents of this user's session bus\n"
                "     --role ROLE                   connector or tunneler\n"
                "     --id ID                       Bind the token to this agent id\n"
-               "     --network NET                 Remote network a connector joins\n"
+               "     --network NET                 Remote network a connector joins; a resource's network\n"
                "     --group GROUP                 Group a tunneler joins (repeatable)\n"
                "     --ttl DURATION                Token lifetime, e.g. 30min, 2h (default: the controller's)\n"
                "     --output FILE                 Write the token to FILE (created, mode 0600)\n"
-               "     --reason TEXT                 Why the agent is revoked\n\n"
+               "     --reason TEXT                 Why the agent is revoked\n"
+               "     --description TEXT            What a network or group is for\n"
+               "     --address ADDR                A host name (db.lab.example), a wildcard (*.lab.example),\n"
+               "                                   an address (192.168.1.10, fd00::5) or a CIDR (10.0.0.0/24)\n"
+               "     --ports PORTS                 any (default) or a list such as 22,80,8000-8100\n"
+               "     --protocol PROTO              any (default), tcp or udp\n"
+               "     --alias FQDN                  Another name tunnelers may use for it (\"\" for none)\n\n"
                "The controller and the agents are reached on the system bus (the session bus with --user), or\n"
                "at $ZTNA_BUS_ADDRESS when set.\n",
                program_invocation_short_name);
@@ -1444,6 +1866,11 @@ static int parse_argv(int argc, char *argv[]) {
                 ARG_TTL,
                 ARG_OUTPUT,
                 ARG_REASON,
+                ARG_DESCRIPTION,
+                ARG_ADDRESS,
+                ARG_PORTS,
+                ARG_PROTOCOL,
+                ARG_ALIAS,
         };
         static const struct option options[] = {
                 { "help", no_argument, NULL, 'h' },
@@ -1459,6 +1886,11 @@ static int parse_argv(int argc, char *argv[]) {
                 { "ttl", required_argument, NULL, ARG_TTL },
                 { "output", required_argument, NULL, ARG_OUTPUT },
                 { "reason", required_argument, NULL, ARG_REASON },
+                { "description", required_argument, NULL, ARG_DESCRIPTION },
+                { "address", required_argument, NULL, ARG_ADDRESS },
+                { "ports", required_argument, NULL, ARG_PORTS },
+                { "protocol", required_argument, NULL, ARG_PROTOCOL },
+                { "alias", required_argument, NULL, ARG_ALIAS },
                 {},
         };
         int c, r;
@@ -1536,6 +1968,32 @@ static int parse_argv(int argc, char *argv[]) {
                 case ARG_REASON:
                         arg_reason = optarg;
                         arg_given |= OPT_REASON;
+                        break;
+
+                /* Values are the controller's to judge: it names the field and the rule in its error. */
+                case ARG_DESCRIPTION:
+                        arg_description = optarg;
+                        arg_given |= OPT_DESCRIPTION;
+                        break;
+
+                case ARG_ADDRESS:
+                        arg_address = optarg;
+                        arg_given |= OPT_ADDRESS;
+                        break;
+
+                case ARG_PORTS:
+                        arg_ports = optarg;
+                        arg_given |= OPT_PORTS;
+                        break;
+
+                case ARG_PROTOCOL:
+                        arg_protocol = optarg;
+                        arg_given |= OPT_PROTOCOL;
+                        break;
+
+                case ARG_ALIAS:
+                        arg_alias = optarg;
+                        arg_given |= OPT_ALIAS;
                         break;
 
                 case ':':
@@ -1624,6 +2082,18 @@ static const Verb *verb_select(int argc, char *argv[]) {
                         usage_error("'%s' needs %s.", command, option_names[i].name);
                         return NULL;
                 }
+        }
+        if (v->required_any != 0 && !(arg_given & v->required_any)) {
+                char names[256] = "";
+
+                for (size_t i = 0; i < ELEMENTSOF(option_names); i++)
+                        if (v->required_any & option_names[i].flag) {
+                                if (names[0])
+                                        strncat(names, " ", sizeof(names) - strlen(names) - 1);
+                                strncat(names, option_names[i].name, sizeof(names) - strlen(names) - 1);
+                        }
+                usage_error("'%s' needs at least one of %s.", command, names);
+                return NULL;
         }
 
         return v;
