@@ -20,6 +20,7 @@
 #include "controller-ca.h"
 #include "controller-control.h"
 #include "controller-manager.h"
+#include "controller-policy.h"
 #include "controller-store.h"
 #include "crypto-spiffe.h"
 #include "hashmap.h"
@@ -28,6 +29,7 @@
 #include "net-proto.h"
 #include "net-h2.h"
 #include "net-tls.h"
+#include "parse-util.h"
 #include "string-util.h"
 #include "strv.h"
 #include "time-util.h"
@@ -66,6 +68,10 @@ typedef struct ControlSession {
         bool ended;                 /* we finished the call; on_done is still to come */
         usec_t window_start;        /* CLOCK_MONOTONIC: forwarded messages counted since */
         unsigned n_forwarded;
+        char *remote_network;       /* connectors: the network it serves (from the store) */
+        char *data_plane_address;   /* connectors: host:port from the hello, NULL until then */
+        PolicyView *policy_view;    /* what it was last sent; NULL before the snapshot */
+        uint64_t policy_revision;   /* the revision of the last snapshot or delta sent */
 } ControlSession;
 
 typedef struct AgentPresence {
@@ -89,6 +95,7 @@ struct ControlRegistry {
         sd_event_source *offline_timer;
         LogLimit log_forwarded;
         LogLimit log_flush;
+        sd_event_source *policy_defer; /* coalesces policy pushes */
 };
 
 /* True while fewer than CONTROL_LOG_BURST messages went out in the current interval. */
@@ -304,6 +311,9 @@ static ControlSession *session_free(ControlSession *s) {
         if (!s)
                 return NULL;
         free(s->spiffe_id);
+        free(s->remote_network);
+        free(s->data_plane_address);
+        policy_view_free(s->policy_view);
         return mfree(s);
 }
 
@@ -314,8 +324,12 @@ static void session_unregister(ControlSession *s) {
         if (!s->registered)
                 return;
         s->registered = false;
-        if (s->registry && hashmap_get(s->registry->sessions, s->spiffe_id) == s)
+        if (s->registry && hashmap_get(s->registry->sessions, s->spiffe_id) == s) {
                 (void) hashmap_remove(s->registry->sessions, s->spiffe_id);
+                /* Tunnelers must stop dialing a connector that went away. */
+                if (s->data_plane_address)
+                        control_registry_policy_changed(s->registry);
+        }
 }
 
 /* Ends the stream with status; the session object lives on until the call's on_done. */
@@ -426,6 +440,138 @@ static int session_send_renew_now(ControlSession *s) {
         return session_send(s, &msg);
 }
 
+/* ---- policy pushes ------------------------------------------------------------------------------------ */
+
+/* The online connectors that told us their data-plane address. Borrowed from the sessions. */
+static int registry_connectors(ControlRegistry *r, PolicyConnector **ret, size_t *ret_n) {
+        _cleanup_free_ PolicyConnector *a = NULL;
+        ControlSession *s;
+        const char *k;
+        size_t n = 0;
+
+        a = calloc(MAX(hashmap_size(r->sessions), 1U), sizeof(*a));
+        if (!a)
+                return -ENOMEM;
+        HASHMAP_FOREACH_KEY(s, k, r->sessions)
+                if (s->role == SPIFFE_ROLE_CONNECTOR && s->data_plane_address && s->remote_network && !s->ended)
+                        a[n++] = (PolicyConnector) { .spiffe_id = s->spiffe_id, .remote_network = s->remote_network,
+                                                     .address = s->data_plane_address };
+        *ret = TAKE_PTR(a);
+        *ret_n = n;
+        return 0;
+}
+
+static char **inputs_tunneler_groups(const PolicyInputs *in, const char *spiffe_id) {
+        for (size_t k = 0; k < in->n_tunnelers; k++)
+                if (streq(in->tunnelers[k]->spiffe_id, spiffe_id))
+                        return in->tunnelers[k]->revoked_at == 0 ? in->tunnelers[k]->groups : NULL;
+        return NULL;
+}
+
+/* Sends the session its view: a snapshot the first time, else a delta (nothing when nothing changed). A
+ * failed send has ended the stream already. */
+static int session_push_policy(ControlSession *s, const PolicyInputs *in) {
+        _cleanup_(policy_message_freep) Ztna__V1__ControllerMessage *msg = NULL;
+        _cleanup_(policy_view_freep) PolicyView *view = NULL;
+        char **groups = s->role == SPIFFE_ROLE_TUNNELER ? inputs_tunneler_groups(in, s->spiffe_id) : NULL;
+        uint64_t revision;
+        int r;
+
+        if (s->ended)
+                return 0;
+        r = policy_view_build(in, s->role, s->remote_network, groups, &view);
+        if (r < 0)
+                return r;
+
+        if (s->policy_view) {
+                /* Deltas count from what this agent holds: it needs consecutive revisions. */
+                revision = s->policy_revision + 1;
+                r = policy_view_delta(s->policy_view, view, revision, &msg);
+        } else {
+                revision = MAX(in->revision, 1U);
+                r = policy_view_snapshot(view, revision, &msg);
+        }
+        if (r < 0)
+                return r;
+        if (!msg)
+                return 0;
+        if (msg->body_case == ZTNA__V1__CONTROLLER_MESSAGE__BODY_POLICY_SNAPSHOT)
+                msg->policy_snapshot->revision = revision;
+
+        r = session_send(s, msg);
+        if (r < 0)
+                return 0;
+        log_debug("Policy %s %" PRIu64 " sent to '%s'.",
+                  msg->body_case == ZTNA__V1__CONTROLLER_MESSAGE__BODY_POLICY_SNAPSHOT ? "snapshot" : "delta",
+                  revision, s->spiffe_id);
+        policy_view_free(s->policy_view);
+        s->policy_view = TAKE_PTR(view);
+        s->policy_revision = revision;
+        return 1;
+}
+
+/* Loads the inputs and pushes to one session (s) or to all (NULL). */
+static void registry_push_policy(ControlRegistry *r, ControlSession *only) {
+        _cleanup_(policy_inputs_done) PolicyInputs in = {};
+        _cleanup_free_ PolicyConnector *connectors = NULL;
+        ControlSession *s;
+        const char *k;
+        size_t n = 0;
+        int q;
+
+        q = registry_connectors(r, &connectors, &n);
+        if (q >= 0)
+                q = policy_inputs_load(r->manager->store, connectors, n, &in);
+        if (q < 0) {
+                log_error_errno(q, "Failed to load the policy for the control streams: %m");
+                return;
+        }
+        if (only) {
+                q = session_push_policy(only, &in);
+                if (q < 0) {
+                        log_error_errno(q, "Failed to build the policy of '%s', closing its stream: %m",
+                                        only->spiffe_id);
+                        session_end(only, GRPC_STATUS_UNAVAILABLE, REASON_INTERNAL);
+                }
+                return;
+        }
+        HASHMAP_FOREACH_KEY(s, k, r->sessions) {
+                q = session_push_policy(s, &in);
+                if (q < 0) {
+                        log_error_errno(q, "Failed to build the policy of '%s', closing its stream: %m",
+                                        s->spiffe_id);
+                        session_end(s, GRPC_STATUS_UNAVAILABLE, REASON_INTERNAL);
+                }
+        }
+}
+
+static int on_policy_defer(sd_event_source *source, void *userdata) {
+        ControlRegistry *r = userdata;
+
+        registry_push_policy(r, NULL);
+        return 0;
+}
+
+void control_registry_policy_changed(ControlRegistry *r) {
+        int q;
+
+        if (!r || r->manager->stopping)
+                return;
+        if (r->policy_defer) {
+                q = sd_event_source_set_enabled(r->policy_defer, SD_EVENT_ONESHOT);
+                if (q >= 0)
+                        return;
+        } else {
+                q = sd_event_add_defer(r->manager->event, &r->policy_defer, on_policy_defer, r);
+                if (q >= 0) {
+                        (void) sd_event_source_set_description(r->policy_defer, "control-policy-push");
+                        return;
+                }
+        }
+        log_error_errno(q, "Failed to schedule the policy push, pushing now: %m");
+        registry_push_policy(r, NULL);
+}
+
 static void refuse(Manager *m, GrpcCall *call, const SpiffeId *peer, const char *reason) {
         log_debug("Control stream from '%s' refused: %s", spiffe_id_to_string(peer), reason);
         (void) audit_log(m->store, AUDIT_CONTROL_REFUSED,
@@ -518,7 +664,9 @@ static ControlSession *session_start(Manager *m, GrpcCall *call) {
                 .spiffe_id = strdup(peer->uri),
                 .role = peer->role,
         };
-        if (!s->spiffe_id) {
+        if (agent->remote_network && peer->role == SPIFFE_ROLE_CONNECTOR)
+                s->remote_network = strdup(agent->remote_network);
+        if (!s->spiffe_id || (agent->remote_network && peer->role == SPIFFE_ROLE_CONNECTOR && !s->remote_network)) {
                 (void) grpc_call_finish(call, GRPC_STATUS_RESOURCE_EXHAUSTED, NULL);
                 return NULL;
         }
@@ -545,8 +693,11 @@ static ControlSession *session_start(Manager *m, GrpcCall *call) {
         /* A failed send has ended the stream already. */
         (void) session_send_config(session, agent);
         (void) session_send(session, &bundle.msg);
+        registry_push_policy(r, session);
         return session;
 }
+
+#define IN_SET_KIND(k) ((k) == ZTNA__V1__FLOW_EVENT__KIND__KIND_START || (k) == ZTNA__V1__FLOW_EVENT__KIND__KIND_END)
 
 /* Connectors forward tunnelers' heartbeats and flow events; a bounded number per interval. */
 static bool session_forward_budget(ControlSession *s) {
@@ -627,15 +778,51 @@ static int session_on_forwarded(ControlSession *s, const Ztna__V1__ForwardedHear
 }
 
 static void session_on_flow(ControlSession *s, const Ztna__V1__FlowEvent *f) {
+        _cleanup_(spiffe_id_freep) SpiffeId *tunneler = NULL;
+        char status[16], up[32], down[32], duration[32];
+        int k;
+
+        if (s->role != SPIFFE_ROLE_CONNECTOR) {
+                session_end(s, GRPC_STATUS_PERMISSION_DENIED, "only connectors report flows");
+                return;
+        }
         if (!session_forward_budget(s)) {
                 forwarded_drop(s, f->tunneler_spiffe_id, "too many forwarded messages in this interval");
                 return;
         }
-        /* Flow records belong to the data-plane issue; for now they are only visible when debugging. */
-        log_debug("Flow event from '%s': kind %i, tunneler '%s', resource '%s', %" PRIu64 "/%" PRIu64
-                  " bytes, status %" PRIu32 ".",
-                  s->spiffe_id, (int) f->kind, text_printable(f->tunneler_spiffe_id), text_printable(f->resource),
-                  f->bytes_up, f->bytes_down, f->http_status);
+        /* The connector vouches for the tunneler's certificate; it must at least name one of ours. */
+        if (!text_is_valid(f->tunneler_spiffe_id) || !text_is_valid(f->flow_id) || !text_is_valid(f->resource) ||
+            !text_is_valid(f->target) || !text_is_valid(f->result) ||
+            spiffe_id_from_string_ztna(f->tunneler_spiffe_id, &tunneler, NULL) < 0 ||
+            tunneler->role != SPIFFE_ROLE_TUNNELER ||
+            !spiffe_id_member_of(tunneler, s->registry->manager->config.trust_domain) ||
+            !IN_SET_KIND(f->kind)) {
+                forwarded_drop(s, f->tunneler_spiffe_id, "invalid flow event");
+                return;
+        }
+
+        (void) snprintf(status, sizeof(status), "%" PRIu32, f->http_status);
+        (void) snprintf(up, sizeof(up), "%" PRIu64, f->bytes_up);
+        (void) snprintf(down, sizeof(down), "%" PRIu64, f->bytes_down);
+        (void) snprintf(duration, sizeof(duration), "%" PRIu64, f->duration_ms);
+        bool end = f->kind == ZTNA__V1__FLOW_EVENT__KIND__KIND_END;
+        const char *fields[] = {
+                "kind", end ? "end" : "start",
+                "flow_id", text_or_null(f->flow_id),
+                "resource", text_or_null(f->resource),
+                "target", text_or_null(f->target),
+                "result", text_or_null(f->result),
+                "http_status", f->http_status > 0 ? status : NULL,
+                "bytes_up", end ? up : NULL,
+                "bytes_down", end ? down : NULL,
+                "duration_ms", end ? duration : NULL,
+                NULL,
+        };
+        k = audit_log(s->registry->manager->store, AUDIT_FLOW,
+                      &(const AuditRecord) { .actor = s->spiffe_id, .subject = tunneler->uri,
+                                             .role = SPIFFE_ROLE_TUNNELER, .fields = fields });
+        if (k < 0 && log_limit_pass(&s->registry->log_flush))
+                log_warning_errno(k, "Failed to store a flow event from '%s', ignoring: %m", s->spiffe_id);
 }
 
 static int session_on_hello(ControlSession *s, const Ztna__V1__Hello *h) {
@@ -657,6 +844,21 @@ static int session_on_hello(ControlSession *s, const Ztna__V1__Hello *h) {
                 }
 
         log_debug("Hello from '%s': version '%s', private IP '%s'.", s->spiffe_id, h->version, h->private_ip);
+        if (s->role == SPIFFE_ROLE_CONNECTOR && !streq_ptr(s->data_plane_address, text_or_null(h->data_plane_address))) {
+                HostPort hp;
+
+                if (!isempty(h->data_plane_address) && parse_host_port(h->data_plane_address, 0, &hp) < 0) {
+                        session_end(s, GRPC_STATUS_INVALID_ARGUMENT, "invalid hello: bad data-plane address");
+                        return 0;
+                }
+                k = free_and_strdup(&s->data_plane_address, text_or_null(h->data_plane_address));
+                if (k < 0) {
+                        session_end(s, GRPC_STATUS_RESOURCE_EXHAUSTED, NULL);
+                        return 0;
+                }
+                /* Tunnelers learn where to reach this connector. */
+                control_registry_policy_changed(s->registry);
+        }
         k = control_record(s->registry, s->spiffe_id, now(CLOCK_REALTIME), text_or_null(h->version),
                            text_or_null(h->private_ip), NULL);
         if (k < 0 && log_limit_pass(&s->registry->log_flush))
@@ -822,6 +1024,7 @@ ControlRegistry *control_registry_free(ControlRegistry *r) {
         }
         r->flush_timer = sd_event_source_disable_unref(r->flush_timer);
         r->offline_timer = sd_event_source_disable_unref(r->offline_timer);
+        r->policy_defer = sd_event_source_disable_unref(r->policy_defer);
 
         /* Streams still open belong to their calls: they only forget us. */
         HASHMAP_FOREACH_KEY(s, k, r->sessions) {

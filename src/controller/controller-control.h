@@ -51,3 +51,7 @@ int control_registry_revoke(ControlRegistry *r, const char *spiffe_id, const cha
 int control_registry_renew_now(ControlRegistry *r, const char *spiffe_id);
 /* Ends every stream (UNAVAILABLE "controller shutting down"), for SIGTERM. */
 void control_registry_close_all(ControlRegistry *r);
+
+/* The policy in the store changed: every connected agent whose view changed gets a PolicyDelta from the
+ * revision it holds. */
+void control_registry_policy_changed(ControlRegistry *r);

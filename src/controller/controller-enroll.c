@@ -369,6 +369,9 @@ static int enroll_on_message(GrpcCall *call, ProtobufCMessage *msg, void *userda
               (AuditRecord) { .actor = spiffe->uri, .subject = spiffe->uri, .role = role,
                               .token_id = token_id, .serial = issued.serial, .not_after = issued.not_after,
                               .reason = r > 0 ? "replaced a revoked agent" : NULL });
+        /* A new tunneler with groups: connectors learn its memberships. */
+        if (role == SPIFFE_ROLE_TUNNELER && t->groups)
+                manager_policy_changed(m);
 
         Ztna__V1__AgentConfig config = ZTNA__V1__AGENT_CONFIG__INIT;
         config.role = proto_role_from_spiffe(role);

@@ -722,6 +722,8 @@ int manager_revoke_agent(Manager *m, const char *spiffe_id_or_id, const char *re
         r = control_registry_revoke(m->control, spiffe_id, isempty(reason) ? "revoked by an administrator" : reason);
         if (r < 0)
                 log_warning_errno(r, "Failed to close the control stream of '%s', ignoring: %m", spiffe_id);
+        /* A revoked tunneler's groups grant nothing: connectors drop it from their memberships. */
+        manager_policy_changed(m);
         return 0;
 }
 
@@ -783,4 +785,10 @@ Manager *manager_free(Manager *m) {
         controller_config_done(&m->config);
         sd_event_unref(m->event);
         return mfree(m);
+}
+
+void manager_policy_changed(Manager *m) {
+        assert(m);
+
+        control_registry_policy_changed(m->control);
 }

@@ -103,6 +103,12 @@ int manager_request_renewal(Manager *m, const char *spiffe_id_or_id, const char 
 /* After the trust bundle or server certificate changed: re-apply to TLS and push the bundle to agents. */
 int manager_ca_changed(Manager *m, unsigned changes);
 
+/* The policy changed in the store (networks, resources, groups, memberships, policies): every connected
+ * agent it concerns gets a PolicyDelta, or a fresh PolicySnapshot (controller-control.h). Call after the
+ * store transaction committed. Logs; failures to push are not the caller's (the agent is then told to
+ * reconnect and gets a snapshot). */
+void manager_policy_changed(Manager *m);
+
 /* Sends STATUS= with current counts. */
 void manager_update_status(Manager *m);
 
