@@ -9,6 +9,7 @@
  * reference while it runs user callbacks, and agent_control_free() only drops the owner's. */
 
 #include <assert.h>
+#include <inttypes.h>
 #include <netdb.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -18,6 +19,7 @@
 #include "agent-conf.h"
 #include "agent-control.h"
 #include "agent-enroll.h"
+#include "agent-tls.h"
 #include "backoff.h"
 #include "crypto-bundle.h"
 #include "crypto-key.h"
@@ -115,78 +117,9 @@ static int identity_copy_checked(const AgentIdentity *src, AgentIdentity *ret) {
         return 0;
 }
 
-/* The roots as a trust bundle of the identity's trust domain; *ret_reason (static) says why not. */
-static int bundle_from_der(const char *trust_domain, const DerBlob *roots, size_t n, TrustBundle **ret,
-                           const char **ret_reason) {
-        _cleanup_(trust_bundle_freep) TrustBundle *bundle = NULL;
-        int r;
-
-        *ret_reason = NULL;
-        if (n == 0 || n > IDENTITY_BUNDLE_MAX) {
-                *ret_reason = "wrong number of roots";
-                return -EBADMSG;
-        }
-        r = trust_bundle_new(trust_domain, &bundle);
-        if (r < 0)
-                return r;
-        for (size_t k = 0; k < n; k++) {
-                X509 *root = NULL;
-
-                r = crypto_x509_from_der(roots[k].data, roots[k].size, &root);
-                if (r == -ENOMEM)
-                        return r;
-                if (r < 0) {
-                        *ret_reason = "malformed root certificate";
-                        return -EBADMSG;
-                }
-                r = trust_bundle_add_full(bundle, root, ret_reason);
-                crypto_x509_unref(root);
-                if (r == -ENOMEM)
-                        return r;
-                if (r == -EEXIST)
-                        *ret_reason = "duplicate root";
-                if (r < 0)
-                        return -EBADMSG;
-        }
-        *ret = TAKE_PTR(bundle);
-        return 0;
-}
-
 /* mTLS with the identity; the peer must be a controller under the identity's bundle. */
 static int tls_context_from_identity(const AgentIdentity *i, usec_t timeout, TlsContext **ret) {
-        _cleanup_(tls_context_unrefp) TlsContext *ctx = NULL;
-        _cleanup_(trust_bundle_freep) TrustBundle *bundle = NULL;
-        _cleanup_x509_stack_ STACK_OF(X509) *intermediates = NULL;
-        _cleanup_(EVP_PKEY_freep) EVP_PKEY *key = NULL;
-        X509 *certs[IDENTITY_CHAIN_MAX] = {};
-        const char *reason;
-        size_t n = 0;
-        int r;
-
-        r = bundle_from_der(i->trust_domain, i->bundle, i->n_bundle, &bundle, &reason);
-        if (r < 0)
-                return r == -ENOMEM ? r : -EINVAL;
-        r = crypto_key_from_pkcs8_der(i->key.data, i->key.size, &key);
-        if (r < 0)
-                return r;
-        for (; n < i->n_chain && r >= 0; n++)
-                r = crypto_x509_from_der(i->chain[n].data, i->chain[n].size, &certs[n]);
-        if (r >= 0)
-                r = crypto_x509_stack_new(certs + 1, i->n_chain - 1, &intermediates);
-        if (r >= 0)
-                r = tls_context_new(TLS_MODE_CLIENT, &ctx);
-        if (r >= 0)
-                r = tls_context_set_identity(ctx, certs[0], intermediates, key);
-        crypto_x509_array_unref(certs, n);
-        if (r >= 0)
-                r = tls_context_set_trust_bundle(ctx, bundle);
-        if (r >= 0)
-                r = tls_context_set_peer_policy(ctx, &(TlsPeerPolicy) { .role = SPIFFE_ROLE_CONTROLLER });
-        if (r < 0)
-                return r;
-        tls_context_set_handshake_timeout(ctx, timeout);
-        *ret = TAKE_PTR(ctx);
-        return 0;
+        return agent_tls_context_new(i, TLS_MODE_CLIENT, SPIFFE_ROLE_CONTROLLER, timeout, ret);
 }
 
 static int labels_split(char **labels, char ***ret_keys, char ***ret_values) {
@@ -543,7 +476,7 @@ static int control_on_trust_bundle(AgentControl *c, const Ztna__V1__TrustBundleU
                                      c->current, n);
         for (size_t k = 0; k < n; k++)
                 roots[k] = (DerBlob) { .data = u->roots[k].data, .size = u->roots[k].len };
-        r = bundle_from_der(c->identity.trust_domain, roots, n, &bundle, &why);
+        r = agent_bundle_from_der(c->identity.trust_domain, roots, n, &bundle, &why);
         if (r == -ENOMEM)
                 return control_lost(c, r, "out of memory", false);
         if (r < 0)
@@ -604,6 +537,38 @@ static int control_on_revocation(AgentControl *c, const Ztna__V1__Revocation *rv
         return 0;
 }
 
+/* Policy pushes go to the daemon, which applies them; a push it refuses ends the stream, so that the next
+ * connection starts again from a snapshot. */
+static int control_on_policy(AgentControl *c, ControlLink *l, const Ztna__V1__ControllerMessage *msg) {
+        bool snapshot = msg->body_case == ZTNA__V1__CONTROLLER_MESSAGE__BODY_POLICY_SNAPSHOT;
+        const char *what = snapshot ? "policy snapshot" : "policy delta";
+        uint64_t revision;
+        int r;
+
+        if (snapshot ? !c->callbacks.on_policy_snapshot : !c->callbacks.on_policy_delta) {
+                log_debug("Ignoring %s from the controller at %s.", what, c->current);
+                return 0;
+        }
+        if (snapshot ? !msg->policy_snapshot : !msg->policy_delta)
+                return control_lostf(c, -EBADMSG, false, "controller at %s sent an empty %s", c->current, what);
+
+        revision = snapshot ? msg->policy_snapshot->revision : msg->policy_delta->revision;
+        r = snapshot ? c->callbacks.on_policy_snapshot(c, msg->policy_snapshot, c->userdata)
+                     : c->callbacks.on_policy_delta(c, msg->policy_delta, c->userdata);
+        /* The callback may have freed, stopped or reconnected us. */
+        if (r >= 0 || c->freed || c->link != l)
+                return 0;
+        if (r == -ESTALE)
+                return control_lostf(c, r, false,
+                                     "controller at %s sent policy delta %" PRIu64 ", which does not follow the "
+                                     "revision held", c->current, revision);
+        if (r == -EBADMSG)
+                return control_lostf(c, r, false, "controller at %s sent an invalid %s (revision %" PRIu64 ")",
+                                     c->current, what, revision);
+        return control_lostf(c, r, false, "cannot apply %s %" PRIu64 " from the controller at %s: %s", what,
+                             revision, c->current, strerror(-r));
+}
+
 static int control_on_message(AgentControl *c, ControlLink *l, const Ztna__V1__ControllerMessage *msg) {
         c->last_received = now(CLOCK_REALTIME);
         control_accepted(c);
@@ -622,8 +587,11 @@ static int control_on_message(AgentControl *c, ControlLink *l, const Ztna__V1__C
                 if (c->callbacks.on_renew_now)
                         c->callbacks.on_renew_now(c, c->userdata);
                 return 0;
+        case ZTNA__V1__CONTROLLER_MESSAGE__BODY_POLICY_SNAPSHOT:
+        case ZTNA__V1__CONTROLLER_MESSAGE__BODY_POLICY_DELTA:
+                return control_on_policy(c, l, msg);
         default:
-                /* Policy arrives with the data plane; a body from a newer controller means nothing yet. */
+                /* A body from a newer controller means nothing yet. */
                 log_debug("Ignoring control message %i from the controller at %s.", (int) msg->body_case,
                           c->current);
                 return 0;
@@ -1047,6 +1015,16 @@ int agent_control_set_identity(AgentControl *c, const AgentIdentity *identity) {
         if (!same_controllers)
                 c->addresses = strv_free(c->addresses); /* a new round over the new list */
         return 0;
+}
+
+int agent_control_send(AgentControl *c, const Ztna__V1__AgentMessage *msg) {
+        assert(c);
+        assert(msg);
+
+        /* Reports go only to a controller that accepted us; a hello is ours to send. */
+        if (c->state != AGENT_CONTROL_CONNECTED || !c->link || !c->link->call)
+                return -ENOTCONN;
+        return grpc_client_call_send(c->link->call, &msg->base);
 }
 
 AgentControlState agent_control_get_state(const AgentControl *c) {

@@ -10,8 +10,8 @@
  *   connected   Hello (version, private IP, labels, data-plane address) is sent at once, then a Heartbeat
  *               (counters, certificate_not_after_unix) every interval. The state becomes connected when
  *               the controller's first message (its configuration) arrives: only then has it accepted us.
- *   pushes      config, trust bundle (checked, then used for new connections), revocation, renew-now are
- *               handed to the callbacks; policy messages are ignored for now.
+ *   pushes      config, trust bundle (checked, then used for new connections), revocation, renew-now and
+ *               policy snapshots/deltas are handed to the callbacks.
  *   backing off any end of an attempt or a stream is followed by a wait drawn with full jitter from
  *               [0, min(cap, base * 2^n)] (backoff.h), n counting failed attempts since the last connection
  *               that stayed up for healthy_after; a PERMISSION_DENIED refusal other than revocation
@@ -33,6 +33,7 @@
 #include <systemd/sd-event.h>
 
 #include "identity.h"
+#include "ztna.pb-c.h"
 #include "macro.h"
 #include "time-util.h"
 
@@ -40,8 +41,9 @@
 #define AGENT_CONTROL_CONNECT_TIMEOUT_DEFAULT (10 * USEC_PER_SEC)
 /* Heartbeat interval when neither the settings, the controller nor the identity gives one. */
 #define AGENT_CONTROL_HEARTBEAT_INTERVAL_DEFAULT (10 * USEC_PER_SEC)
-/* Largest ControllerMessage accepted (a trust bundle of IDENTITY_BUNDLE_MAX roots fits easily). */
-#define AGENT_CONTROL_MESSAGE_MAX (256U * 1024U)
+/* Largest ControllerMessage accepted: a policy snapshot at the limits of agent-policy.h (4096 resources,
+ * 65536 tunnelers' memberships) fits. */
+#define AGENT_CONTROL_MESSAGE_MAX (16U * 1024U * 1024U)
 /* Longest text sent or accepted (version, private IP, label, data-plane address, reasons): the
  * controller's STORE_STRING_MAX. */
 #define AGENT_CONTROL_STRING_MAX 1024U
@@ -109,6 +111,11 @@ typedef struct AgentControlCallbacks {
         void (*on_revocation)(AgentControl *c, const char *spiffe_id, const char *reason, bool self,
                               void *userdata);
         void (*on_renew_now)(AgentControl *c, void *userdata);
+        /* Policy pushes (agent-policy.h), borrowed for the call. A negative return (-ESTALE: a delta that
+         * does not follow the revision held; -EBADMSG: refused content) ends the stream like a failure, so
+         * the next connection starts from a fresh snapshot. Without these callbacks pushes are ignored. */
+        int (*on_policy_snapshot)(AgentControl *c, const Ztna__V1__PolicySnapshot *s, void *userdata);
+        int (*on_policy_delta)(AgentControl *c, const Ztna__V1__PolicyDelta *d, void *userdata);
         /* Fills the counters for the heartbeat about to be sent (*ret is zeroed before). Must not free c. */
         void (*get_counters)(AgentControl *c, AgentControlCounters *ret, void *userdata);
 } AgentControlCallbacks;
@@ -149,6 +156,11 @@ int agent_control_reconnect(AgentControl *c);
  * by the next connection; the live stream stays. -EINVAL for an invalid identity or another SPIFFE ID,
  * -ENOMEM; c is unchanged on failure. */
 int agent_control_set_identity(AgentControl *c, const AgentIdentity *identity);
+
+/* Sends msg on the accepted stream (connectors: forwarded tunneler heartbeats, flow events). -ENOTCONN
+ * without one; -ENOBUFS when its queue is full (msg is dropped, the stream stays: these messages are
+ * reports, not commands). */
+int agent_control_send(AgentControl *c, const Ztna__V1__AgentMessage *msg);
 
 AgentControlState agent_control_get_state(const AgentControl *c);
 /* The address of the current or last attempt ("host:port"); NULL before the first. */

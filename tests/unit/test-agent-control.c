@@ -12,6 +12,7 @@
 #include "agent-conf.h"
 #include "agent-control.h"
 #include "agent-enroll.h"
+#include "agent-policy.h"
 #include "controller-fixture.h"
 #include "controller-store.h"
 #include "crypto-bundle.h"
@@ -42,6 +43,8 @@ typedef struct Recorder {
         char config_id[64], config_spiffe_id[256];
         DerBlob bundle[IDENTITY_BUNDLE_MAX];
         size_t n_roots;
+        AgentPolicy *policy;                    /* what the policy callbacks apply pushes to */
+        size_t n_snapshot, n_delta;
         /* Frees the control from inside this callback ("state:<name>", "config", "bundle"). */
         const char *free_in;
         bool freed;
@@ -52,6 +55,7 @@ static void recorder_done(Recorder *r) {
         for (size_t k = 0; k < r->n_roots; k++)
                 free(r->bundle[k].data);
         r->n_roots = 0;
+        r->policy = agent_policy_free(r->policy);
 }
 
 static void maybe_free(Recorder *r, const char *where) {
@@ -121,6 +125,23 @@ static void on_renew_now(AgentControl *c, void *userdata) {
         Recorder *r = userdata;
 
         r->n_renew_now++;
+}
+
+static int on_policy_snapshot(AgentControl *c, const Ztna__V1__PolicySnapshot *s, void *userdata) {
+        Recorder *r = userdata;
+        int k;
+
+        r->n_snapshot++;
+        k = agent_policy_apply_snapshot(r->policy, s, NULL);
+        maybe_free(r, "snapshot");
+        return k;
+}
+
+static int on_policy_delta(AgentControl *c, const Ztna__V1__PolicyDelta *d, void *userdata) {
+        Recorder *r = userdata;
+
+        r->n_delta++;
+        return agent_policy_apply_delta(r->policy, d, NULL);
 }
 
 static void get_counters(AgentControl *c, AgentControlCounters *ret, void *userdata) {
@@ -1038,5 +1059,162 @@ TEST(hello_and_heartbeat_contents) {
         ASSERT_GE(r.n_counters, 3);
 
         recorder_done(&r);
+        fake_done(&f);
+}
+
+/* Policy pushes reach their callbacks intact; one they refuse ends the stream with the reason, so that the
+ * next connection starts from a snapshot; without the callbacks pushes are ignored. */
+TEST(policy_pushes) {
+        _cleanup_(agent_identity_done) AgentIdentity i = {};
+        FakeController f;
+
+        fake_init(&f);
+        pki_identity(&f.env.pki, (char *[]) { f.address, NULL }, &i);
+
+        Ztna__V1__AgentConfig config = config_msg("conn-1", 10);
+        Ztna__V1__PortRange pg = ZTNA__V1__PORT_RANGE__INIT, *pgs[] = { &pg };
+        pg.first = pg.last = 5432;
+        char *dba[] = { (char *) "dba" };
+        Ztna__V1__Resource db = ZTNA__V1__RESOURCE__INIT, bad;
+        db.name = (char *) "db";
+        db.address = (char *) "10.0.0.5";
+        db.protocol = ZTNA__V1__PROTOCOL__PROTOCOL_TCP;
+        db.n_ports = 1;
+        db.ports = pgs;
+        db.remote_network = (char *) "lab";
+        db.n_groups = 1;
+        db.groups = dba;
+        bad = db;
+        bad.address = (char *) "10.0.0.5/32"; /* not canonical */
+        Ztna__V1__Resource *dbs[] = { &db }, *bads[] = { &bad };
+        Ztna__V1__TunnelerGroups g = ZTNA__V1__TUNNELER_GROUPS__INIT;
+        g.n_groups = 1;
+        g.groups = dba;
+        Ztna__V1__PolicySnapshot__MembershipsEntry alice =
+                ZTNA__V1__POLICY_SNAPSHOT__MEMBERSHIPS_ENTRY__INIT;
+        alice.key = (char *) "spiffe://" FIXTURE_TRUST_DOMAIN "/tunneler/alice";
+        alice.value = &g;
+        Ztna__V1__PolicySnapshot__MembershipsEntry *members[] = { &alice };
+        Ztna__V1__PolicyDelta__UpsertMembershipsEntry bob =
+                ZTNA__V1__POLICY_DELTA__UPSERT_MEMBERSHIPS_ENTRY__INIT;
+        bob.key = (char *) "spiffe://" FIXTURE_TRUST_DOMAIN "/tunneler/bob";
+        bob.value = &g;
+        Ztna__V1__PolicyDelta__UpsertMembershipsEntry *new_members[] = { &bob };
+        Ztna__V1__PolicySnapshot snap = ZTNA__V1__POLICY_SNAPSHOT__INIT, bad_snap = snap;
+        snap.revision = 5;
+        snap.n_resources = 1;
+        snap.resources = dbs;
+        snap.n_memberships = 1;
+        snap.memberships = members;
+        bad_snap.revision = 5;
+        bad_snap.n_resources = 1;
+        bad_snap.resources = bads;
+        Ztna__V1__PolicyDelta d6 = ZTNA__V1__POLICY_DELTA__INIT, d8 = ZTNA__V1__POLICY_DELTA__INIT;
+        d6.revision = 6;
+        d6.n_upsert_memberships = 1;
+        d6.upsert_memberships = new_members;
+        d8.revision = 8;
+
+        Ztna__V1__ControllerMessage m_config = ZTNA__V1__CONTROLLER_MESSAGE__INIT, m_snap = m_config,
+                                    m_bad = m_config, m_d6 = m_config, m_d8 = m_config;
+        m_config.body_case = ZTNA__V1__CONTROLLER_MESSAGE__BODY_CONFIG;
+        m_config.config = &config;
+        m_snap.body_case = ZTNA__V1__CONTROLLER_MESSAGE__BODY_POLICY_SNAPSHOT;
+        m_snap.policy_snapshot = &snap;
+        m_bad.body_case = ZTNA__V1__CONTROLLER_MESSAGE__BODY_POLICY_SNAPSHOT;
+        m_bad.policy_snapshot = &bad_snap;
+        m_d6.body_case = ZTNA__V1__CONTROLLER_MESSAGE__BODY_POLICY_DELTA;
+        m_d6.policy_delta = &d6;
+        m_d8.body_case = ZTNA__V1__CONTROLLER_MESSAGE__BODY_POLICY_DELTA;
+        m_d8.policy_delta = &d8;
+
+        AgentControlCallbacks callbacks = recorder_callbacks;
+        callbacks.on_policy_snapshot = on_policy_snapshot;
+        callbacks.on_policy_delta = on_policy_delta;
+
+        const struct {
+                const char *name;
+                const Ztna__V1__ControllerMessage *script[4];
+                int error;
+                const char *reason;
+                size_t n_snapshot, n_delta;
+                uint64_t revision;
+        } table[] = {
+                { "gap", { &m_config, &m_snap, &m_d6, &m_d8 }, -ESTALE,
+                  "sent policy delta 8, which does not follow the revision held", 1, 2, 6 },
+                { "delta before a snapshot", { &m_config, &m_d6 }, -ESTALE,
+                  "sent policy delta 6, which does not follow", 0, 1, 0 },
+                { "invalid snapshot", { &m_config, &m_bad, &m_d6 }, -EBADMSG,
+                  "sent an invalid policy snapshot (revision 5)", 1, 0, 0 },
+        };
+
+        for (size_t k = 0; k < ELEMENTSOF(table); k++) {
+                Recorder r = { .event = f.env.event };
+
+                CASE("%s", table[k].name);
+                ASSERT_OK(agent_policy_new(&r.policy));
+                f.script = table[k].script;
+                f.n_script = 0;
+                while (f.n_script < ELEMENTSOF(table[k].script) && table[k].script[f.n_script])
+                        f.n_script++;
+                ASSERT_OK(agent_control_new(f.env.event, &i,
+                                            &(AgentControlSettings) { .backoff_base = 5 * USEC_PER_SEC,
+                                                                      .backoff_cap = 5 * USEC_PER_SEC },
+                                            &callbacks, &r, &r.control));
+                ASSERT_OK(agent_control_start(r.control));
+                run_until_state(&r, AGENT_CONTROL_BACKING_OFF, 1, 10 * USEC_PER_SEC);
+                ASSERT_EQ(r.events[r.n_events - 1].error, table[k].error);
+                ASSERT_STRSTR(r.reasons[r.n_events - 1], table[k].reason);
+                ASSERT_EQ(r.n_snapshot, table[k].n_snapshot);
+                ASSERT_EQ(r.n_delta, table[k].n_delta);
+                ASSERT_UEQ(agent_policy_revision(r.policy), table[k].revision);
+                if (table[k].revision == 6) {
+                        /* The pushes arrived whole: the snapshot's resource, the delta's member. */
+                        ASSERT_EQ(agent_policy_decide(r.policy, bob.key, "10.0.0.5", 5432, RESOURCE_PROTOCOL_TCP,
+                                                      NULL),
+                                  1);
+                        ASSERT_EQ(agent_policy_decide(r.policy, bob.key, "10.0.0.5", 22, RESOURCE_PROTOCOL_TCP,
+                                                      NULL),
+                                  0);
+                }
+                recorder_done(&r);
+        }
+
+        /* Freed from inside the callback, with a refusal: nothing more happens. */
+        {
+                const Ztna__V1__ControllerMessage *script[] = { &m_config, &m_bad, &m_d6 };
+                Recorder r = { .event = f.env.event, .free_in = "snapshot" };
+
+                CASE("freed in the snapshot callback");
+                ASSERT_OK(agent_policy_new(&r.policy));
+                f.script = script;
+                f.n_script = ELEMENTSOF(script);
+                ASSERT_OK(agent_control_new(f.env.event, &i, NULL, &callbacks, &r, &r.control));
+                ASSERT_OK(agent_control_start(r.control));
+                ASSERT_TRUE(fixture_run_until(f.env.event, &r.freed, 10 * USEC_PER_SEC));
+                run_for(f.env.event, 300 * USEC_PER_MSEC);
+                ASSERT_EQ(count_state(&r, AGENT_CONTROL_BACKING_OFF), 0);
+                ASSERT_EQ(r.n_snapshot, 1);
+                ASSERT_EQ(r.n_delta, 0);
+                recorder_done(&r);
+        }
+
+        /* No policy callbacks: pushes are ignored, the stream stays up. */
+        {
+                const Ztna__V1__ControllerMessage *script[] = { &m_config, &m_bad, &m_d8 };
+                Recorder r = { .event = f.env.event };
+
+                CASE("no policy callbacks");
+                f.script = script;
+                f.n_script = ELEMENTSOF(script);
+                ASSERT_OK(agent_control_new(f.env.event, &i, NULL, &recorder_callbacks, &r, &r.control));
+                ASSERT_OK(agent_control_start(r.control));
+                run_until_state(&r, AGENT_CONTROL_CONNECTED, 1, 10 * USEC_PER_SEC);
+                run_for(f.env.event, 300 * USEC_PER_MSEC);
+                ASSERT_EQ(agent_control_get_state(r.control), AGENT_CONTROL_CONNECTED);
+                ASSERT_EQ(count_state(&r, AGENT_CONTROL_BACKING_OFF), 0);
+                ASSERT_EQ(r.n_config, 1);
+                recorder_done(&r);
+        }
         fake_done(&f);
 }
