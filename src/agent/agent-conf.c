@@ -140,21 +140,6 @@ static CONFIG_PARSER_PROTOTYPE(config_parse_key_type) {
         return 0;
 }
 
-static bool host_is_unspecified(const HostPort *hp) {
-        return (hp->family == AF_INET && streq(hp->host, "0.0.0.0")) ||
-               (hp->family == AF_INET6 && streq(hp->host, "::"));
-}
-
-static bool host_is_loopback(const HostPort *hp) {
-        struct in_addr a;
-
-        if (hp->family == AF_INET6)
-                return streq(hp->host, "::1");
-        if (hp->family != AF_INET || inet_pton(AF_INET, hp->host, &a) != 1)
-                return false;
-        return (ntohl(a.s_addr) >> 24) == 127;
-}
-
 /* Appends the words of value to *l (or replaces *l with them), all or nothing: a bad word leaves the list as
  * it was. Controllers are dialed, so names are fine and the unspecified address is not. */
 static int controller_list_parse(const char *value, const char *separators, bool replace, char ***l) {
@@ -372,6 +357,157 @@ static int percent_parse(const char *value, unsigned min, unsigned max, unsigned
         return 0;
 }
 
+/* Resolvers=: address literals, port 53 by default; a list that appends, "" empties it. */
+static CONFIG_PARSER_PROTOTYPE(config_parse_resolvers) {
+        _cleanup_strv_free_ char **words = NULL, **n = NULL;
+        char ***l = data;
+
+        assert(l);
+
+        if (isempty(value)) {
+                *l = strv_free(*l);
+                return 0;
+        }
+        words = strv_split(value, WHITESPACE);
+        n = strv_copy(*l);
+        if (!words || !n)
+                return -ENOMEM;
+        STRV_FOREACH(w, words) {
+                char buf[HOST_PORT_STRING_MAX];
+                HostPort hp;
+                int r;
+
+                r = parse_host_port(*w, 53, &hp);
+                if (r < 0)
+                        return r;
+                /* Resolving the resolver would be circular. */
+                if (hp.family == AF_UNSPEC || host_is_unspecified(&hp))
+                        return -EINVAL;
+                if (!host_port_to_string(&hp, buf, sizeof(buf)))
+                        return -EINVAL;
+                if (strv_contains(n, buf))
+                        continue;
+                if (strv_length(n) >= AGENT_RESOLVERS_MAX)
+                        return -E2BIG;
+                if (strv_extend(&n, buf) < 0)
+                        return -ENOMEM;
+        }
+        strv_free(*l);
+        *l = strv_length(n) > 0 ? TAKE_PTR(n) : NULL;
+        return 0;
+}
+
+/* Forward=LISTEN=TARGET: a loopback IP:port the tunneler listens on, and the host:port it reaches through a
+ * connector. Appends; "" empties the list; a second entry for the same LISTEN replaces the first. */
+static CONFIG_PARSER_PROTOTYPE(config_parse_forwards) {
+        _cleanup_strv_free_ char **words = NULL, **n = NULL;
+        char ***l = data;
+
+        assert(l);
+
+        if (isempty(value)) {
+                *l = strv_free(*l);
+                return 0;
+        }
+        words = strv_split(value, WHITESPACE);
+        n = strv_copy(*l);
+        if (!words || !n)
+                return -ENOMEM;
+        STRV_FOREACH(w, words) {
+                char lbuf[HOST_PORT_STRING_MAX], tbuf[HOST_PORT_STRING_MAX];
+                _cleanup_free_ char *listen = NULL, *entry = NULL;
+                const char *eq = strchr(*w, '=');
+                HostPort lhp, thp;
+                bool replaced = false;
+                int r;
+
+                if (!eq)
+                        return -EINVAL;
+                listen = strndup(*w, eq - *w);
+                if (!listen)
+                        return -ENOMEM;
+                r = parse_host_port(listen, 0, &lhp);
+                if (r < 0)
+                        return r;
+                /* Resources are exposed to this host only, never to its network. */
+                if (!host_is_loopback(&lhp))
+                        return -EINVAL;
+                r = parse_host_port(eq + 1, 0, &thp);
+                if (r < 0)
+                        return r;
+                if (host_is_unspecified(&thp) || !host_port_to_string(&lhp, lbuf, sizeof(lbuf)) ||
+                    !host_port_to_string(&thp, tbuf, sizeof(tbuf)))
+                        return -EINVAL;
+                entry = strjoin(lbuf, "=", tbuf, NULL);
+                if (!entry)
+                        return -ENOMEM;
+                for (char **i = n; *i; i++)
+                        if (startswith(*i, lbuf) && (*i)[strlen(lbuf)] == '=') {
+                                free(*i);
+                                *i = TAKE_PTR(entry);
+                                replaced = true;
+                                break;
+                        }
+                if (replaced)
+                        continue;
+                if (strv_length(n) >= AGENT_FORWARDS_MAX)
+                        return -E2BIG;
+                if (strv_consume(&n, TAKE_PTR(entry)) < 0)
+                        return -ENOMEM;
+        }
+        strv_free(*l);
+        *l = strv_length(n) > 0 ? TAKE_PTR(n) : NULL;
+        return 0;
+}
+
+static CONFIG_PARSER_PROTOTYPE(config_parse_optional_loopback) {
+        return address_parse(value, ADDRESS_LOOPBACK, NULL, data);
+}
+
+static CONFIG_PARSER_PROTOTYPE(config_parse_stream_limit) {
+        unsigned *ret = data, u;
+        int r;
+
+        assert(ret);
+
+        r = safe_atou(value, &u);
+        if (r < 0)
+                return r;
+        if (u < 1 || u > AGENT_STREAMS_MAX)
+                return -ERANGE;
+        *ret = u;
+        return 0;
+}
+
+/* IdleTimeout=: "0" or "infinity" for none. */
+static CONFIG_PARSER_PROTOTYPE(config_parse_idle_timeout) {
+        usec_t *ret = data, u;
+        int r;
+
+        assert(ret);
+
+        r = parse_sec(value, &u);
+        if (r < 0)
+                return r;
+        *ret = u == 0 ? USEC_INFINITY : u;
+        return 0;
+}
+
+static CONFIG_PARSER_PROTOTYPE(config_parse_connect_timeout) {
+        usec_t *ret = data, u;
+        int r;
+
+        assert(ret);
+
+        r = parse_sec(value, &u);
+        if (r < 0)
+                return r;
+        if (u < USEC_PER_MSEC || u > AGENT_CONNECT_TIMEOUT_MAX)
+                return -ERANGE;
+        *ret = u;
+        return 0;
+}
+
 static CONFIG_PARSER_PROTOTYPE(config_parse_renew_at) {
         return percent_parse(value, 1, 99, data);
 }
@@ -416,12 +552,21 @@ static const ConfigTableItem connector_config_table[] = {
         AGENT_COMMON_ITEMS,
         { "Connector", "DataPlaneListen", config_parse_data_plane_listen, FIELD(data_plane_listen) },
         { "Connector", "DataPlaneAddress", config_parse_data_plane_address, FIELD(data_plane_address) },
+        { "Connector", "Resolvers", config_parse_resolvers, FIELD(resolvers) },
+        { "Connector", "MaxStreams", config_parse_stream_limit, FIELD(max_streams) },
+        { "Connector", "MaxStreamsPerTunneler", config_parse_stream_limit, FIELD(max_streams_per_tunneler) },
+        { "Connector", "IdleTimeout", config_parse_idle_timeout, FIELD(idle_timeout) },
+        { "Connector", "ConnectTimeout", config_parse_connect_timeout, FIELD(connect_timeout) },
         {}
 };
 
-/* [Tunneler] has no keys yet: an empty section parses silently, a key in it is unknown. */
 static const ConfigTableItem tunneler_config_table[] = {
         AGENT_COMMON_ITEMS,
+        { "Tunneler", "Forward", config_parse_forwards, FIELD(forwards) },
+        { "Tunneler", "SocksListen", config_parse_optional_loopback, FIELD(socks_listen) },
+        { "Tunneler", "HttpProxyListen", config_parse_optional_loopback, FIELD(http_proxy_listen) },
+        { "Tunneler", "IdleTimeout", config_parse_idle_timeout, FIELD(idle_timeout) },
+        { "Tunneler", "ConnectTimeout", config_parse_connect_timeout, FIELD(connect_timeout) },
         {}
 };
 #undef AGENT_COMMON_ITEMS
@@ -444,6 +589,10 @@ int agent_config_init(SpiffeRole role, AgentConfig *ret) {
                 .backoff_base = AGENT_DEFAULT_BACKOFF_BASE,
                 .backoff_cap = AGENT_DEFAULT_BACKOFF_CAP,
                 .healthy_after = AGENT_DEFAULT_HEALTHY_AFTER,
+                .max_streams = AGENT_DEFAULT_MAX_STREAMS,
+                .max_streams_per_tunneler = AGENT_DEFAULT_MAX_STREAMS_PER_TUNNELER,
+                .idle_timeout = AGENT_DEFAULT_IDLE_TIMEOUT,
+                .connect_timeout = AGENT_DEFAULT_CONNECT_TIMEOUT,
         };
 
         assert(ret);
@@ -647,6 +796,22 @@ int agent_config_check(const AgentConfig *c) {
         }
         ok = check_address("Health", "Listen", c->health_listen, ADDRESS_LOOPBACK, /* required= */ true) &&
              ok;
+        if (c->role == SPIFFE_ROLE_TUNNELER) {
+                ok = check_address("Tunneler", "SocksListen", c->socks_listen, ADDRESS_LOOPBACK,
+                                   /* required= */ false) && ok;
+                ok = check_address("Tunneler", "HttpProxyListen", c->http_proxy_listen, ADDRESS_LOOPBACK,
+                                   /* required= */ false) && ok;
+        }
+        if (c->max_streams < 1 || c->max_streams > AGENT_STREAMS_MAX ||
+            c->max_streams_per_tunneler < 1 || c->max_streams_per_tunneler > c->max_streams) {
+                log_error("[Connector] MaxStreamsPerTunneler=%u must be between 1 and MaxStreams=%u (at most %u).",
+                          c->max_streams_per_tunneler, c->max_streams, AGENT_STREAMS_MAX);
+                ok = false;
+        }
+        if (c->connect_timeout < USEC_PER_MSEC || c->connect_timeout > AGENT_CONNECT_TIMEOUT_MAX) {
+                log_error("ConnectTimeout= must be between 1ms and 5min.");
+                ok = false;
+        }
 
         if (c->renew_at_percent < 1 || c->renew_at_percent > 99) {
                 log_error("[Renewal] RenewAt=%u%% is outside 1%%..99%%.", c->renew_at_percent);
@@ -720,6 +885,10 @@ void agent_config_done(AgentConfig *c) {
         free(c->private_ip);
         free(c->data_plane_listen);
         free(c->data_plane_address);
+        strv_free(c->resolvers);
+        strv_free(c->forwards);
+        free(c->socks_listen);
+        free(c->http_proxy_listen);
         free(c->health_listen);
         *c = (AgentConfig) {};
 }

@@ -27,9 +27,22 @@
  *                     AGENT_LABEL_MAX bytes. A label whose key is already listed replaces it.
  *   PrivateIP=        unset (detected later). An IPv4 or IPv6 address, stored in canonical form.
  * [Connector] (connector.conf only)
- *   DataPlaneListen=  0.0.0.0:8444. IP:port (an address literal, IPv6 in brackets) tunnelers connect to.
+ *   DataPlaneListen=  0.0.0.0:8447. IP:port (an address literal, IPv6 in brackets) tunnelers connect to.
  *   DataPlaneAddress= unset. host:port advertised to tunnelers (not 0.0.0.0/::). $CONNECTOR_ADDR.
- * [Tunneler] (tunneler.conf only) no keys yet.
+ *   Resolvers=        empty: the nameservers of /etc/resolv.conf. IP or IP:port list (port 53 by default), at
+ *                     most AGENT_RESOLVERS_MAX, that resolve the names of resources.
+ *   MaxStreams=       4096. Relayed streams at once, 1..AGENT_STREAMS_MAX.
+ *   MaxStreamsPerTunneler= 256. Of which one tunneler may hold, 1..MaxStreams=.
+ *   IdleTimeout=      10min. A relayed stream with no byte either way for this long is closed; 0 or
+ *                     "infinity": never. (Also in [Tunneler], for its local connections.)
+ *   ConnectTimeout=   10s. TCP connect to a resource (1ms..5min); then 504. (Also in [Tunneler]: the TLS
+ *                     connection to a connector.)
+ * [Tunneler] (tunneler.conf only)
+ *   Forward=          empty. LISTEN=TARGET list: a loopback IP:port to listen on and the host:port of a
+ *                     resource it leads to ("127.0.0.1:15432=db.lab.example:5432"), at most
+ *                     AGENT_FORWARDS_MAX; a later entry for the same LISTEN replaces the earlier one.
+ *   SocksListen=      unset. Loopback IP:port of a SOCKS5 server (RFC 1928, CONNECT, no authentication).
+ *   HttpProxyListen=  unset. Loopback IP:port of an HTTP CONNECT proxy.
  * [Health]
  *   Listen=           127.0.0.1:8445 (connector), 127.0.0.1:8446 (tunneler). A loopback IP:port
  *                     (127.0.0.0/8 or [::1]) for /healthz and /readyz; anything else is refused.
@@ -72,7 +85,8 @@
 #define AGENT_RECONNECT_MAX USEC_PER_DAY
 
 #define AGENT_DEFAULT_KEY_TYPE KEY_TYPE_ECDSA_P256
-#define AGENT_DEFAULT_DATA_PLANE_LISTEN "0.0.0.0:8444"
+/* 8443 and 8444 are the controller's gRPC and admin ports, 8445 and 8446 the agents' health listeners. */
+#define AGENT_DEFAULT_DATA_PLANE_LISTEN "0.0.0.0:8447"
 #define AGENT_DEFAULT_HEALTH_LISTEN_CONNECTOR "127.0.0.1:8445"
 #define AGENT_DEFAULT_HEALTH_LISTEN_TUNNELER "127.0.0.1:8446"
 #define AGENT_DEFAULT_RENEW_AT_PERCENT 30U
@@ -80,6 +94,15 @@
 #define AGENT_DEFAULT_BACKOFF_BASE USEC_PER_SEC
 #define AGENT_DEFAULT_BACKOFF_CAP (60 * USEC_PER_SEC)
 #define AGENT_DEFAULT_HEALTHY_AFTER (60 * USEC_PER_SEC)
+/* Data plane. */
+#define AGENT_RESOLVERS_MAX 8U
+#define AGENT_FORWARDS_MAX 64U
+#define AGENT_STREAMS_MAX 65536U
+#define AGENT_CONNECT_TIMEOUT_MAX (5 * USEC_PER_MINUTE)
+#define AGENT_DEFAULT_MAX_STREAMS 4096U
+#define AGENT_DEFAULT_MAX_STREAMS_PER_TUNNELER 256U
+#define AGENT_DEFAULT_IDLE_TIMEOUT (10 * USEC_PER_MINUTE)
+#define AGENT_DEFAULT_CONNECT_TIMEOUT (10 * USEC_PER_SEC)
 
 typedef struct AgentConfig {
         SpiffeRole role;          /* SPIFFE_ROLE_CONNECTOR or SPIFFE_ROLE_TUNNELER */
@@ -97,6 +120,18 @@ typedef struct AgentConfig {
         /* [Connector] */
         char *data_plane_listen;  /* canonical "IP:port"; NULL for the tunneler */
         char *data_plane_address; /* canonical "host:port", NULL: unset */
+        char **resolvers;         /* canonical "IP:port" strv; NULL: /etc/resolv.conf */
+        unsigned max_streams;
+        unsigned max_streams_per_tunneler;
+
+        /* [Connector] and [Tunneler] */
+        usec_t idle_timeout;      /* a relayed stream idle this long is closed; USEC_INFINITY: never */
+        usec_t connect_timeout;   /* connector: to a resource; tunneler: to a connector */
+
+        /* [Tunneler] */
+        char **forwards;          /* canonical "LISTEN=TARGET" strv ("127.0.0.1:15432=db.lab:5432") */
+        char *socks_listen;       /* loopback "IP:port", NULL: no SOCKS5 server */
+        char *http_proxy_listen;  /* loopback "IP:port", NULL: no HTTP CONNECT proxy */
 
         /* [Health] */
         char *health_listen;      /* canonical loopback "IP:port" */

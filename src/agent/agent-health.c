@@ -26,34 +26,9 @@ struct AgentHealth {
         void *userdata;
 };
 
-/* Only loopback literals: 127.0.0.0/8 and ::1. parse_host_port() refuses port 0, which we allow for an
- * ephemeral port, so a ":0" suffix is parsed as "no port given". */
+/* Only loopback literals: 127.0.0.0/8 and ::1; port 0 for an ephemeral port. */
 static int health_parse_listen(const char *s, HostPort *ret) {
-        const char *colon;
-        struct in_addr a;
-        HostPort hp;
-        int r;
-
-        colon = s ? strrchr(s, ':') : NULL;
-        if (!colon)
-                return -EINVAL;
-        if (streq(colon, ":0")) {
-                _cleanup_free_ char *host = strndup(s, colon - s);
-                if (!host)
-                        return -ENOMEM;
-                r = parse_host_port(host, /* default_port= */ 1, &hp);
-                hp.port = 0;
-        } else
-                r = parse_host_port(s, 0, &hp);
-        if (r < 0)
-                return -EINVAL;
-
-        if (hp.family == AF_INET6 ? !streq(hp.host, "::1")
-                                  : hp.family != AF_INET || inet_pton(AF_INET, hp.host, &a) != 1 ||
-                                            (ntohl(a.s_addr) >> 24) != 127)
-                return -EINVAL;
-        *ret = hp;
-        return 0;
+        return parse_listen_address(s, /* loopback_only= */ true, ret) < 0 ? -EINVAL : 0;
 }
 
 static enum MHD_Result health_queue(struct MHD_Connection *c, unsigned status, const char *body,

@@ -343,7 +343,7 @@ static int verb_enroll(SpiffeRole role, const Args *a) {
         return fflush(stdout) == 0 ? 0 : -errno;
 }
 
-static int verb_run(SpiffeRole role, const Args *a) {
+static int verb_run(SpiffeRole role, const AgentRoleOps *ops, const Args *a) {
         _cleanup_(agent_manager_freep) AgentManager *m = NULL;
         int r;
 
@@ -354,6 +354,7 @@ static int verb_run(SpiffeRole role, const Args *a) {
                                       .kek_file = a->kek_file,
                                       .controllers = a->n_controllers > 0 ? (char **) a->controllers : NULL,
                                       .health_listen = a->health_listen,
+                                      .role_ops = ops,
                                       .user_mode = a->user,
                               }, &m);
         if (r < 0)
@@ -362,7 +363,7 @@ static int verb_run(SpiffeRole role, const Args *a) {
         return agent_manager_run(m);
 }
 
-int agent_main(SpiffeRole role, int argc, char *argv[]) {
+int agent_main(SpiffeRole role, const AgentRoleOps *ops, int argc, char *argv[]) {
         Args a = {};
         const char *verb;
         int r;
@@ -393,7 +394,7 @@ int agent_main(SpiffeRole role, int argc, char *argv[]) {
                                   "--force are options of 'enroll'.");
                         return 2;
                 }
-                r = verb_run(role, &a);
+                r = verb_run(role, ops, &a);
         } else {
                 log_error("Unknown command '%s'; see --help.", verb);
                 return 2;

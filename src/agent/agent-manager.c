@@ -5,6 +5,7 @@
  * (manager_identity_get() + _cleanup_(agent_identity_done)). */
 
 #include <assert.h>
+#include <inttypes.h>
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
@@ -15,6 +16,7 @@
 #include "agent-bus.h"
 #include "agent-health.h"
 #include "agent-manager.h"
+#include "agent-policy.h"
 #include "agent-util.h"
 #include "config.h"
 #include "crypto-x509.h"
@@ -22,6 +24,7 @@
 #include "identity-store.h"
 #include "event-util.h"
 #include "log.h"
+#include "parse-util.h"
 #include "random-util.h"
 #include "string-util.h"
 #include "strv.h"
@@ -45,6 +48,8 @@ const char *agent_state_to_string(AgentState s) {
                 return NULL;
         return agent_state_table[s];
 }
+
+static void role_identity_changed(AgentManager *m);
 
 /* --- identity: at rest and in the keyring --- */
 
@@ -351,7 +356,11 @@ static int manager_store_identity(AgentManager *m, const AgentIdentity *i) {
                 return log_error_errno(r, "Failed to save the identity in '%s': %s", m->config.state_directory,
                                        reason ?: strerror(-r));
 
-        return manager_set_identity(m, i);
+        r = manager_set_identity(m, i);
+        if (r < 0)
+                return r;
+        role_identity_changed(m);
+        return 0;
 }
 
 /* --- state --- */
@@ -397,17 +406,73 @@ static void manager_send_ready(AgentManager *m) {
         (void) sd_notify(false, "READY=1");
 }
 
+static bool role_is_ready(const AgentManager *m, const char **ret_reason) {
+        if (!m->role_ops || !m->role_ops->is_ready)
+                return true;
+        return m->role_ops->is_ready((AgentManager *) m, ret_reason);
+}
+
 bool agent_manager_is_ready(const AgentManager *m) {
-        return m && m->state == AGENT_STATE_ONLINE;
+        const char *reason = NULL;
+
+        return m && m->state == AGENT_STATE_ONLINE && role_is_ready(m, &reason);
 }
 
 static bool health_ready(void *userdata, const char **ret_reason) {
         AgentManager *m = userdata;
 
-        if (agent_manager_is_ready(m))
-                return true;
-        *ret_reason = agent_state_to_string(m->state);
-        return false;
+        if (m->state != AGENT_STATE_ONLINE) {
+                *ret_reason = agent_state_to_string(m->state);
+                return false;
+        }
+        return role_is_ready(m, ret_reason);
+}
+
+static void role_identity_changed(AgentManager *m) {
+        if (m->role_started && m->role_ops && m->role_ops->identity_changed)
+                m->role_ops->identity_changed(m);
+}
+
+static void role_stop(AgentManager *m) {
+        if (m->role_started && m->role_ops && m->role_ops->stop)
+                m->role_ops->stop(m);
+        m->role_started = false;
+}
+
+/* Once enrolled: the data plane comes up before the control stream dials, so that a connector announces
+ * an address that already accepts tunnelers. */
+static int role_start(AgentManager *m) {
+        int r;
+
+        if (m->role_started || !m->role_ops || !m->role_ops->start)
+                return 0;
+        r = m->role_ops->start(m);
+        if (r < 0)
+                return r;
+        m->role_started = true;
+        return 0;
+}
+
+int agent_manager_get_identity(AgentManager *m, AgentIdentity *ret) {
+        assert(m);
+        assert(ret);
+
+        return manager_identity_get(m, ret);
+}
+
+const AgentPolicy *agent_manager_get_policy(const AgentManager *m) {
+        assert(m);
+
+        return m->policy;
+}
+
+int agent_manager_send(AgentManager *m, const Ztna__V1__AgentMessage *msg) {
+        assert(m);
+        assert(msg);
+
+        if (!m->control)
+                return -ENOTCONN;
+        return agent_control_send(m->control, msg);
 }
 
 /* --- renewal --- */
@@ -464,6 +529,7 @@ static void on_renew_done(AgentRequest *req, int error, const char *reason, Agen
                                           "stays in '%s' for inspection.", reason, m->config.state_directory);
                                 m->control = agent_control_free(m->control);
                                 m->renew_timer = sd_event_source_disable_unref(m->renew_timer);
+                                role_stop(m);
                                 manager_set_state(m, AGENT_STATE_REVOKED);
                                 manager_send_ready(m);
                                 request_finish(m, error, reason);
@@ -649,6 +715,7 @@ static void on_control_state(AgentControl *c, const AgentControlEvent *ev, void 
                 m->renew_timer = sd_event_source_disable_unref(m->renew_timer);
                 m->request = agent_request_free(m->request);
                 request_finish(m, -EKEYREVOKED, "agent revoked");
+                role_stop(m);
                 manager_set_state(m, AGENT_STATE_REVOKED);
                 /* Final: the service is up and says why in STATUS=; never ready, a Type=notify unit would
                  * time out and restart it over and over. */
@@ -759,16 +826,70 @@ static void on_control_renew_now(AgentControl *c, void *userdata) {
 static void on_control_get_counters(AgentControl *c, AgentControlCounters *ret, void *userdata) {
         AgentManager *m = userdata;
 
+        if (m->role_started && m->role_ops && m->role_ops->get_counters)
+                m->role_ops->get_counters(m, &m->counters.data);
         *ret = m->counters.data;
         m->last_heartbeat = now(CLOCK_REALTIME);
         agent_bus_send_changed(m);
+}
+
+static void on_control_revocation(AgentControl *c, const char *spiffe_id, const char *reason, bool self,
+                                  void *userdata) {
+        AgentManager *m = userdata;
+
+        /* Our own revocation is reported through on_state. */
+        if (self)
+                return;
+        log_info("The controller revoked '%s' (%s): closing its streams.", spiffe_id, strna(reason));
+        if (m->role_started && m->role_ops && m->role_ops->peer_revoked)
+                m->role_ops->peer_revoked(m, spiffe_id);
+}
+
+static int policy_applied(AgentManager *m, int r, const char *what, uint64_t revision, const char *reason) {
+        if (r == -ESTALE) {
+                log_warning("Policy %s %" PRIu64 " does not follow revision %" PRIu64 ": reconnecting for a "
+                            "fresh snapshot.", what, revision, agent_policy_revision(m->policy));
+                return r;
+        }
+        if (r < 0) {
+                log_error_errno(r, "Refusing policy %s %" PRIu64 " from the controller: %s", what, revision,
+                                reason ?: strerror(-r));
+                return r;
+        }
+        log_info("Policy %s %" PRIu64 " applied: %zu resource%s.", what, revision,
+                 agent_policy_n_resources(m->policy), agent_policy_n_resources(m->policy) == 1 ? "" : "s");
+        if (m->role_started && m->role_ops && m->role_ops->policy_changed)
+                m->role_ops->policy_changed(m);
+        agent_bus_send_changed(m);
+        return 0;
+}
+
+static int on_control_policy_snapshot(AgentControl *c, const Ztna__V1__PolicySnapshot *s, void *userdata) {
+        AgentManager *m = userdata;
+        const char *reason = NULL;
+        int r;
+
+        r = agent_policy_apply_snapshot(m->policy, s, &reason);
+        return policy_applied(m, r, "snapshot", s->revision, reason);
+}
+
+static int on_control_policy_delta(AgentControl *c, const Ztna__V1__PolicyDelta *d, void *userdata) {
+        AgentManager *m = userdata;
+        const char *reason = NULL;
+        int r;
+
+        r = agent_policy_apply_delta(m->policy, d, &reason);
+        return policy_applied(m, r, "delta", d->revision, reason);
 }
 
 static const AgentControlCallbacks control_callbacks = {
         .on_state = on_control_state,
         .on_config = on_control_config,
         .on_trust_bundle = on_control_trust_bundle,
+        .on_revocation = on_control_revocation,
         .on_renew_now = on_control_renew_now,
+        .on_policy_snapshot = on_control_policy_snapshot,
+        .on_policy_delta = on_control_policy_delta,
         .get_counters = on_control_get_counters,
 };
 
@@ -790,13 +911,37 @@ static int manager_start_control(AgentManager *m) {
                                         i.controllers[0]);
         }
 
+        /* DataPlaneAddress= unset: tunnelers dial the listen address, or our address with its port when it
+         * listens on all of them. */
+        _cleanup_free_ char *data_plane_address = NULL;
+        if (m->role == SPIFFE_ROLE_CONNECTOR && !m->config.data_plane_address && m->config.data_plane_listen) {
+                HostPort hp;
+
+                if (parse_host_port(m->config.data_plane_listen, 0, &hp) >= 0) {
+                        char buf[HOST_PORT_STRING_MAX];
+                        const char *ip = m->config.private_ip ?: m->private_ip;
+
+                        if (host_is_unspecified(&hp) && ip && strlen(ip) < sizeof(hp.host)) {
+                                strcpy(hp.host, ip);
+                                hp.family = strchr(ip, ':') ? AF_INET6 : AF_INET;
+                        }
+                        if (!host_is_unspecified(&hp) && host_port_to_string(&hp, buf, sizeof(buf)))
+                                data_plane_address = strdup(buf);
+                }
+                if (data_plane_address)
+                        log_info("Announcing %s to tunnelers (DataPlaneAddress= is unset).", data_plane_address);
+                else
+                        log_warning("DataPlaneAddress= is unset and cannot be derived from DataPlaneListen=%s: "
+                                    "tunnelers will not find this connector.", m->config.data_plane_listen);
+        }
+
         AgentControlSettings settings = {
                 .backoff_base = m->config.backoff_base,
                 .backoff_cap = m->config.backoff_cap,
                 .healthy_after = m->config.healthy_after,
                 .version = PROJECT_VERSION,
                 .private_ip = m->config.private_ip ?: m->private_ip,
-                .data_plane_address = m->config.data_plane_address,
+                .data_plane_address = m->config.data_plane_address ?: data_plane_address,
                 .labels = m->config.labels,
         };
         r = agent_control_new(m->event, &i, &settings, &control_callbacks, m, &m->control);
@@ -812,13 +957,20 @@ static int manager_start_control(AgentManager *m) {
  * we were down), and dial. */
 static int manager_go(AgentManager *m) {
         char ts[64];
+        int r;
 
         format_timestamp(ts, sizeof(ts), m->info.not_after);
         if (now(CLOCK_REALTIME) >= m->info.not_after) {
                 log_notice("The certificate expired at %s: re-authenticating with the recorded key.", ts);
+                r = role_start(m);
+                if (r < 0)
+                        return r;
                 manager_start_reauthentication(m);
                 return 0;
         }
+        r = role_start(m);
+        if (r < 0)
+                return r;
         manager_schedule_renewal(m, renewal_time(m));
         manager_set_state(m, AGENT_STATE_CONNECTING);
         return manager_start_control(m);
@@ -957,6 +1109,7 @@ static int on_signal(sd_event_source *s, const struct signalfd_siginfo *si, void
          * dropped: a renewal the controller signed but we never saved is harmless, the old key stays
          * recorded until a renewal with a new key completes. */
         m->renew_timer = sd_event_source_disable_unref(m->renew_timer);
+        role_stop(m);
         m->control = agent_control_free(m->control);
         m->request = agent_request_free(m->request);
         request_finish(m, -ECANCELED, "the agent is stopping");
@@ -972,6 +1125,10 @@ AgentManager *agent_manager_free(AgentManager *m) {
         m->request = agent_request_free(m->request);
         request_finish(m, -ECANCELED, "the agent is stopping");
         m->health = agent_health_free(m->health);
+        role_stop(m);
+        if (m->role_ops && m->role_ops->free)
+                m->role_ops->free(m);
+        m->policy = agent_policy_free(m->policy);
         agent_bus_disconnect(m);
 
         m->identity = keyring_secret_free(m->identity);
@@ -1004,9 +1161,14 @@ int agent_manager_new(const AgentManagerOptions *options, AgentManager **ret) {
         if (!m)
                 return log_oom();
         m->role = options->role;
+        m->role_ops = options->role_ops;
         m->user_mode = options->user_mode;
         m->bus_enabled = !getenv("ZTNA_NO_BUS");
         m->state = AGENT_STATE_UNENROLLED;
+
+        r = agent_policy_new(&m->policy);
+        if (r < 0)
+                return log_oom();
 
         r = sd_event_default(&m->event);
         if (r < 0)

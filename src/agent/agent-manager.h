@@ -83,6 +83,30 @@ typedef struct AgentManagerCounters {
 } AgentManagerCounters;
 
 typedef struct AgentManager AgentManager;
+typedef struct AgentPolicy AgentPolicy;
+
+/* What a role adds to the shared daemon: its data plane (src/connector/, src/tunneler/). Every hook is
+ * optional and runs from the event loop; role_data in the manager is theirs. */
+typedef struct AgentRoleOps {
+        /* Enrolled (at start, or once Enroll succeeded), before the control stream dials: listeners up.
+         * Logs its errors; a failure is fatal at start and logged after an Enroll. */
+        int (*start)(AgentManager *m);
+        /* The identity changed (renewal, re-authentication, trust bundle): new TLS contexts for new
+         * connections (agent_manager_get_identity()). */
+        void (*identity_changed)(AgentManager *m);
+        /* A policy snapshot or delta was applied (agent_manager_get_policy()): re-check live streams. */
+        void (*policy_changed)(AgentManager *m);
+        /* The controller revoked a peer (connectors: a tunneler): close its streams at once. */
+        void (*peer_revoked)(AgentManager *m, const char *spiffe_id);
+        /* We are revoked or stopping: close everything. */
+        void (*stop)(AgentManager *m);
+        /* Fills the data-plane counters for the heartbeat and the bus. */
+        void (*get_counters)(AgentManager *m, AgentControlCounters *ret);
+        /* Readiness beyond the control stream (connector: accepting tunnelers); *ret_reason when not. */
+        bool (*is_ready)(AgentManager *m, const char **ret_reason);
+        /* Frees role_data. */
+        void (*free)(AgentManager *m);
+} AgentRoleOps;
 
 /* Reports the end of agent_manager_enroll() / agent_manager_rotate(): error 0, or a negative errno with a
  * printable, secret-free reason. Runs from the event loop; with -ECANCELED when the manager is freed
@@ -126,6 +150,11 @@ struct AgentManager {
         sd_event_source *bus_changed;   /* coalesces PropertiesChanged */
 
         AgentHealth *health;
+
+        const AgentRoleOps *role_ops;   /* NULL: no data plane */
+        void *role_data;
+        AgentPolicy *policy;            /* what the controller pushed */
+        bool role_started;
 };
 
 /* The D-Bus names of a role's daemon (see dbus/org.ztna.Connector1.xml). */
@@ -139,6 +168,7 @@ typedef struct AgentManagerOptions {
         const char *state_dir;          /* --state-dir, NULL: the configuration's */
         const char *kek_file;           /* --kek-file, NULL: the credential only */
         char **controllers;             /* --controller (replaces Controller=), NULL: none given */
+        const AgentRoleOps *role_ops;   /* the role's data plane, may be NULL */
         const char *health_listen;      /* --health-listen, NULL: the configuration's */
         bool user_mode;
 } AgentManagerOptions;
@@ -187,5 +217,13 @@ int agent_manager_rotate(AgentManager *m, bool new_key, AgentManagerDone done, v
  * revoked. */
 int agent_manager_reconnect(AgentManager *m);
 
-/* True when the control stream is up (online). For /readyz. */
+/* True when the control stream is up (online) and the role is ready. For /readyz. */
 bool agent_manager_is_ready(const AgentManager *m);
+
+/* For the roles. The current identity, parsed from the keyring (with the Controller= override); the caller
+ * wipes it with agent_identity_done(). -ENOTCONN when unenrolled. */
+int agent_manager_get_identity(AgentManager *m, AgentIdentity *ret);
+/* The policy held (agent-policy.h); never NULL once the manager exists. */
+const AgentPolicy *agent_manager_get_policy(const AgentManager *m);
+/* A report for the controller on the control stream (agent_control_send()); -ENOTCONN while offline. */
+int agent_manager_send(AgentManager *m, const Ztna__V1__AgentMessage *msg);

@@ -91,7 +91,7 @@ static void assert_defaults(const AgentConfig *c, SpiffeRole role) {
         ASSERT_NULL(c->data_plane_address);
         if (role == SPIFFE_ROLE_CONNECTOR) {
                 ASSERT_STREQ(c->state_directory, "/var/lib/ztna-connector");
-                ASSERT_STREQ(c->data_plane_listen, "0.0.0.0:8444");
+                ASSERT_STREQ(c->data_plane_listen, "0.0.0.0:8447");
                 ASSERT_STREQ(c->health_listen, "127.0.0.1:8445");
         } else {
                 ASSERT_STREQ(c->state_directory, "/var/lib/ztna-tunneler");
@@ -123,6 +123,47 @@ TEST(defaults) {
                 agent_config_done(&c);
                 ASSERT_NULL(c.state_directory);
         }
+}
+
+TEST(tunneler_front_ends) {
+        static const char text[] =
+                "[Tunneler]\n"
+                "Forward=127.0.0.1:15432=DB.Lab.Example:5432 [::1]:2222=10.0.0.5:22\n"
+                "Forward=127.0.0.1:15432=db2.lab.example:5432\n"
+                "SocksListen=127.0.0.1:1080\n"
+                "HttpProxyListen=[::1]:3128\n"
+                "IdleTimeout=1h\n";
+        static const struct {
+                const char *key, *value;
+        } bad[] = {
+                { "Forward", "0.0.0.0:15432=db.lab:5432" },      /* not loopback: the LAN would reach it */
+                { "Forward", "127.0.0.1:15432" },                /* no target */
+                { "Forward", "127.0.0.1:15432=db.lab" },          /* no target port */
+                { "Forward", "127.0.0.1:15432=0.0.0.0:5432" },
+                { "SocksListen", "192.0.2.1:1080" },
+                { "HttpProxyListen", "0.0.0.0:3128" },
+        };
+        _cleanup_(agent_config_done) AgentConfig c = {};
+        const char *dir = dir_new();
+
+        env_clear();
+        put_str(dir, "tunneler.conf", text);
+        capture_begin();
+        ASSERT_EQ(agent_config_load(SPIFFE_ROLE_TUNNELER, dir, &c), 0);
+        ASSERT_STREQ(test_capture_stderr_end(), "");
+        /* Canonical, and the later Forward= for the same listener replaced the first. */
+        ASSERT_STREQ(join(c.forwards), "127.0.0.1:15432=db2.lab.example:5432,[::1]:2222=10.0.0.5:22");
+        ASSERT_STREQ(c.socks_listen, "127.0.0.1:1080");
+        ASSERT_STREQ(c.http_proxy_listen, "[::1]:3128");
+        ASSERT_UEQ(c.idle_timeout, USEC_PER_HOUR);
+
+        for (size_t k = 0; k < ELEMENTSOF(bad); k++) {
+                CASE("%s=%s", bad[k].key, bad[k].value);
+                ASSERT_FAIL(agent_config_set(&c, "Tunneler", bad[k].key, bad[k].value));
+        }
+        /* The failures left the values as they were. */
+        ASSERT_STREQ(c.socks_listen, "127.0.0.1:1080");
+        ASSERT_EQ(strv_length(c.forwards), 2);
 }
 
 TEST(roles_without_configuration) {
@@ -202,6 +243,11 @@ TEST(every_key) {
                 "[Connector]\n"
                 "DataPlaneListen=[::]:9444\n"
                 "DataPlaneAddress=Conn1.Example.ORG:9444\n"
+                "Resolvers=192.0.2.53 [2001:DB8::53]:5353\n"
+                "MaxStreams=100\n"
+                "MaxStreamsPerTunneler=10\n"
+                "IdleTimeout=0\n"
+                "ConnectTimeout=3s\n"
                 "[Health]\n"
                 "Listen=[0::1]:9000\n"
                 "[Renewal]\n"
@@ -231,6 +277,11 @@ TEST(every_key) {
         ASSERT_STREQ(c.private_ip, "2001:db8::5");
         ASSERT_STREQ(c.data_plane_listen, "[::]:9444");
         ASSERT_STREQ(c.data_plane_address, "conn1.example.org:9444");
+        ASSERT_STREQ(join(c.resolvers), "192.0.2.53:53,[2001:db8::53]:5353");
+        ASSERT_UEQ(c.max_streams, 100);
+        ASSERT_UEQ(c.max_streams_per_tunneler, 10);
+        ASSERT_UEQ(c.idle_timeout, USEC_INFINITY);
+        ASSERT_UEQ(c.connect_timeout, 3 * USEC_PER_SEC);
         ASSERT_STREQ(c.health_listen, "[::1]:9000");
         ASSERT_UEQ(c.renew_at_percent, 50);
         ASSERT_UEQ(c.renew_jitter_percent, 0);
@@ -270,6 +321,12 @@ TEST(bad_values_warn_and_keep_defaults) {
                 { "Connector", "DataPlaneListen", "0.0.0.0:70000", "Numerical result out of range" },
                 { "Connector", "DataPlaneAddress", "0.0.0.0:8444", "Invalid argument" },
                 { "Connector", "DataPlaneAddress", "conn.example.org", "Invalid argument" },
+                { "Connector", "Resolvers", "dns.example", "Invalid argument" },
+                { "Connector", "Resolvers", "0.0.0.0", "Invalid argument" },
+                { "Connector", "MaxStreams", "0", "Numerical result out of range" },
+                { "Connector", "MaxStreams", "65537", "Numerical result out of range" },
+                { "Connector", "ConnectTimeout", "0", "Numerical result out of range" },
+                { "Connector", "ConnectTimeout", "6min", "Numerical result out of range" },
                 { "Health", "Listen", "0.0.0.0:8445", "Invalid argument" },
                 { "Health", "Listen", "192.0.2.1:8445", "Invalid argument" },
                 { "Health", "Listen", "[::]:8445", "Invalid argument" },
