@@ -93,8 +93,9 @@ count --junit "$label" "$out/pytest.xml" "$?"
 label="integration (pytest, ASan+UBSan daemons)"
 note "$label"
 rm -f "$out/pytest-asan.xml"
-ZTNA_BUILD_DIR="$out/asan" /usr/bin/python3 -m pytest -q "$src"/tests/integration/test_controller*.py \
-        "$src"/tests/integration/test_agent*.py \
+ZTNA_BUILD_DIR="$out/asan" ZTNA_SANITIZED=1 /usr/bin/python3 -m pytest -q \
+        "$src"/tests/integration/test_controller*.py "$src"/tests/integration/test_agent*.py \
+        "$src"/tests/integration/test_dataplane.py \
         --junitxml="$out/pytest-asan.xml" -o cache_dir="$out/pytest-cache" </dev/null
 count --junit "$label" "$out/pytest-asan.xml" "$?"
 
