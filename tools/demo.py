@@ -88,7 +88,7 @@ class Demo:
         say("Network namespaces: ztdctl (controller), ztdlab (connector + private LAN), ztdlaptop (tunneler)")
         self.topo.create()
         PIDS.write_text("[]")
-        services = self.topo.start_lab_services()
+        services = self.topo.start_lab_services(log=open(STATE / "lab-services.log", "w"))
         self.pids.append(services.pid)
 
         say("A private D-Bus daemon for the demo (the host's system bus is left alone)")
@@ -100,7 +100,8 @@ class Demo:
 <allow receive_type="error"/></policy></busconfig>
 """)
         bus = subprocess.Popen(["dbus-daemon", f"--config-file={STATE / 'bus.conf'}", "--nofork", "--nopidfile"],
-                               stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, start_new_session=True)
+                               stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                               stderr=open(STATE / "bus.log", "w"), start_new_session=True)
         self.pids.append(bus.pid)
         PIDS.write_text(json.dumps(self.pids))
         wait_for("the bus", BUS.exists)

@@ -114,10 +114,11 @@ class Topology:
                 p.wait(timeout=10)
         self.procs = []
 
-    def start_lab_services(self):
-        """The web server, the ssh-like banner, the ungranted service and the DNS server, in the lab."""
+    def start_lab_services(self, log=None):
+        """The web server, the ssh-like banner, the ungranted service and the DNS server, in the lab.
+        log: a file for their stderr (default: /dev/null), so that nobody waiting on our own output hangs."""
         p = self.popen("lab", [sys.executable, pathlib.Path(__file__).resolve(), "lab-services"],
-                       stdout=subprocess.PIPE, text=True)
+                       stdout=subprocess.PIPE, stderr=log or subprocess.DEVNULL, text=True)
         line = p.stdout.readline()
         if line.strip() != "READY":
             raise RuntimeError(f"lab services did not start: {line!r}")

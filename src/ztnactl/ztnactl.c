@@ -621,15 +621,18 @@ static int agent_row_to_table(const AgentRow *row, Table *t, usec_t n) {
         if (!groups)
                 return -ENOMEM;
 
+        /* A tunneler is reached through the connector that forwards its heartbeats: show that one's id. */
+        const char *via = row->via ? strrchr(row->via, '/') : NULL;
+
         return table_add_row(t, row->spiffe_id, row->status, row->version, row->private_ip, row->remote_network,
-                             groups, row->last_seen > 0 ? format_time_relative(seen, row->last_seen, n) : "never",
+                             groups, via ? via + 1 : "", row->last_seen > 0 ? format_time_relative(seen, row->last_seen, n) : "never",
                              row->revoked_at > 0 ? "-" : format_time_relative(expires, row->cert_not_after, n));
 }
 
 static int verb_agents_list(sd_bus *bus, char **args) {
         static const char *const header[] = {
-                "SPIFFE-ID", "STATUS", "VERSION", "ADDRESS", "NETWORK", "GROUPS", "LAST-SEEN", "CERT-EXPIRES",
-                NULL,
+                "SPIFFE-ID", "STATUS", "VERSION", "ADDRESS", "NETWORK", "GROUPS", "VIA", "LAST-SEEN",
+                "CERT-EXPIRES", NULL,
         };
         _cleanup_(sd_bus_message_unrefp) sd_bus_message *call = NULL, *reply = NULL;
         _cleanup_(table_done) Table table = {};

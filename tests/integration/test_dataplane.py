@@ -387,6 +387,19 @@ def test_flows_are_audited(world):
     assert "192.168.100.10:8080" not in world.log("connector")
 
 
+def test_controller_shows_which_connector_a_tunneler_uses(world):
+    """The tunneler's heartbeats ride its session to the connector, which forwards them."""
+    client(world, "socks", nt.LAB_WEB, 80, GET)
+
+    def via():
+        agents = json.loads(world.ztnactl("agents", "list", "--json").stdout)
+        return next((a.get("via") for a in agents if a["spiffe_id"].endswith("/tunneler/laptop-1")), None)
+    world.wait("the tunneler's connector at the controller", lambda: via() == "spiffe://dp.test/connector/lab-1")
+    table = world.ztnactl("agents", "list").stdout
+    line = next(l for l in table.splitlines() if "/tunneler/laptop-1" in l)
+    assert " lab-1 " in f" {line} " and "online" in line
+
+
 def test_ungranted_tunneler_is_refused(world):
     world.tunneler("stranger", "stranger-1", groups=(), bus=False,
                    extra=[("SocksListen", "127.0.0.1:1081")])
