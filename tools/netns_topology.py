@@ -5,7 +5,7 @@
     <prefix>ctl     the controller                       10.99.0.1
     <prefix>lab     the private network's connector      10.99.0.2, and the lab LAN on a dummy interface:
                       192.168.100.10  web (:80), ssh-like banner (:22), an ungranted service (:8080),
-                                      a discard service that counts bytes (:9)
+                                      a discard service that counts bytes (:9), a tarpit (:7)
                       192.168.100.20  another host (:80)
                       192.168.100.53  a DNS server for lab.example (names below)
                     (on a veth pair inside the lab: the lab's own addresses, routed nowhere)
@@ -36,6 +36,8 @@ DNS_NAMES = {
     "ssh.lab.example": LAB_WEB,
     "other.lab.example": LAB_OTHER,
     "sink.lab.example": LAB_WEB,
+    "closed.lab.example": LAB_WEB,   # port 81: nothing listens there
+    "slow.lab.example": LAB_WEB,     # port 7: a tarpit that never completes a handshake
 }
 DNS_WILDCARD = ("apps.lab.example", LAB_WEB)
 WEB_BODY = b"hello from the lab\n"
@@ -217,6 +219,25 @@ def _dns_answer(query):
     return struct.pack("!HHHHHH", qid, 0x8180, 1, 1, 0, 0) + question + answer
 
 
+def _tarpit(address, port):
+    """A listener whose accept queue is full and never drained: the kernel drops further SYNs, so a
+    connect() there neither succeeds nor fails until its own timeout."""
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.bind((address, port))
+    s.listen(0)
+    fillers = []
+    for _ in range(4):
+        c = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        c.setblocking(False)
+        try:
+            c.connect((address, port))
+        except BlockingIOError:
+            pass
+        fillers.append(c)
+    time.sleep(0.2)
+    return s, fillers
+
+
 def _serve_dns():
     s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     s.bind((LAB_DNS, 53))
@@ -235,6 +256,7 @@ def lab_services():
     _serve_tcp(LAB_WEB, 22, _banner_echo)
     _serve_tcp(LAB_WEB, 8080, _secret)
     _serve_tcp(LAB_WEB, 9, _discard)
+    tarpit = _tarpit(LAB_WEB, 7)  # noqa: F841 (kept open)
     _serve_tcp(LAB_OTHER, 80, _other_http)
     _serve_dns()
     print("READY", flush=True)

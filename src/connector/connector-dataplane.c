@@ -994,7 +994,6 @@ ConnectorDataPlane *connector_dataplane_free(ConnectorDataPlane *d) {
                 return NULL;
 
         d->listener = listener_free(d->listener);
-        d->trim_source = sd_event_source_disable_unref(d->trim_source);
 
         while (d->streams) {
                 ConnectorStream *cs = d->streams;
@@ -1022,6 +1021,8 @@ ConnectorDataPlane *connector_dataplane_free(ConnectorDataPlane *d) {
                         session_free(s);
         }
 
+        /* After the streams: the last one to go schedules a trim. */
+        d->trim_source = sd_event_source_disable_unref(d->trim_source);
         /* After the sessions: their calls are gone with them. */
         d->grpc = grpc_server_free(d->grpc);
         d->resolver = resolver_free(d->resolver);
