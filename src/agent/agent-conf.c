@@ -140,11 +140,34 @@ static CONFIG_PARSER_PROTOTYPE(config_parse_key_type) {
         return 0;
 }
 
-/* Appends the words of value to *l (or replaces *l with them), all or nothing: a bad word leaves the list as
- * it was. Controllers are dialed, so names are fine and the unspecified address is not. */
-static int controller_list_parse(const char *value, const char *separators, bool replace, char ***l) {
+/* What a host:port list holds: controllers are dialed by name or address; resolvers must be address
+ * literals (resolving the resolver would be circular). Neither may be the unspecified address. */
+typedef struct HostPortList {
+        uint16_t default_port;
+        bool literal_only;
+        unsigned max;           /* entries */
+        size_t max_length;      /* of one canonical entry, 0: any */
+} HostPortList;
+
+static const HostPortList controller_list = {
+        .default_port = AGENT_CONTROLLER_DEFAULT_PORT,
+        .max = AGENT_CONTROLLERS_MAX,
+        .max_length = TOKEN_ADDRESS_MAX, /* what a token or an identity can carry */
+};
+
+static const HostPortList resolver_list = {
+        .default_port = 53,
+        .literal_only = true,
+        .max = AGENT_RESOLVERS_MAX,
+};
+
+/* Appends the words of value to *l (or replaces *l with them), canonical and without duplicates, all or
+ * nothing: a bad word leaves the list as it was. An empty value empties the list. */
+static int host_port_list_parse(const HostPortList *kind, const char *value, const char *separators, bool replace,
+                                char ***l) {
         _cleanup_strv_free_ char **words = NULL, **n = NULL;
 
+        assert(kind);
         assert(l);
 
         if (isempty(value)) {
@@ -164,17 +187,17 @@ static int controller_list_parse(const char *value, const char *separators, bool
                 HostPort hp;
                 int r;
 
-                r = parse_host_port(*w, AGENT_CONTROLLER_DEFAULT_PORT, &hp);
+                r = parse_host_port(*w, kind->default_port, &hp);
                 if (r < 0)
                         return r;
-                if (host_is_unspecified(&hp))
+                if (host_is_unspecified(&hp) || (kind->literal_only && hp.family == AF_UNSPEC))
                         return -EINVAL;
-                /* What a token or an identity can carry. */
-                if (!host_port_to_string(&hp, buf, sizeof(buf)) || strlen(buf) > TOKEN_ADDRESS_MAX)
+                if (!host_port_to_string(&hp, buf, sizeof(buf)) ||
+                    (kind->max_length > 0 && strlen(buf) > kind->max_length))
                         return -EINVAL;
                 if (strv_contains(n, buf))
                         continue;
-                if (strv_length(n) >= AGENT_CONTROLLERS_MAX)
+                if (strv_length(n) >= kind->max)
                         return -E2BIG;
                 if (strv_extend(&n, buf) < 0)
                         return -ENOMEM;
@@ -186,7 +209,7 @@ static int controller_list_parse(const char *value, const char *separators, bool
 }
 
 static CONFIG_PARSER_PROTOTYPE(config_parse_controllers) {
-        return controller_list_parse(value, WHITESPACE, /* replace= */ false, data);
+        return host_port_list_parse(&controller_list, value, WHITESPACE, /* replace= */ false, data);
 }
 
 static bool label_key_char(char c) {
@@ -359,42 +382,7 @@ static int percent_parse(const char *value, unsigned min, unsigned max, unsigned
 
 /* Resolvers=: address literals, port 53 by default; a list that appends, "" empties it. */
 static CONFIG_PARSER_PROTOTYPE(config_parse_resolvers) {
-        _cleanup_strv_free_ char **words = NULL, **n = NULL;
-        char ***l = data;
-
-        assert(l);
-
-        if (isempty(value)) {
-                *l = strv_free(*l);
-                return 0;
-        }
-        words = strv_split(value, WHITESPACE);
-        n = strv_copy(*l);
-        if (!words || !n)
-                return -ENOMEM;
-        STRV_FOREACH(w, words) {
-                char buf[HOST_PORT_STRING_MAX];
-                HostPort hp;
-                int r;
-
-                r = parse_host_port(*w, 53, &hp);
-                if (r < 0)
-                        return r;
-                /* Resolving the resolver would be circular. */
-                if (hp.family == AF_UNSPEC || host_is_unspecified(&hp))
-                        return -EINVAL;
-                if (!host_port_to_string(&hp, buf, sizeof(buf)))
-                        return -EINVAL;
-                if (strv_contains(n, buf))
-                        continue;
-                if (strv_length(n) >= AGENT_RESOLVERS_MAX)
-                        return -E2BIG;
-                if (strv_extend(&n, buf) < 0)
-                        return -ENOMEM;
-        }
-        strv_free(*l);
-        *l = strv_length(n) > 0 ? TAKE_PTR(n) : NULL;
-        return 0;
+        return host_port_list_parse(&resolver_list, value, WHITESPACE, /* replace= */ false, data);
 }
 
 /* Forward=LISTEN=TARGET: a loopback IP:port the tunneler listens on, and the host:port it reaches through a
@@ -676,7 +664,7 @@ int agent_config_apply_environment(AgentConfig *c) {
          * predecessor's single address may have been given as a list. */
         e = getenv("CONTROLLER_ADDR");
         if (!isempty(e)) {
-                r = controller_list_parse(e, "," WHITESPACE, /* replace= */ true, &c->controllers);
+                r = host_port_list_parse(&controller_list, e, "," WHITESPACE, /* replace= */ true, &c->controllers);
                 if (r == -ENOMEM)
                         return log_oom();
                 if (r < 0) {

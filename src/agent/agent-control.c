@@ -453,15 +453,6 @@ static int control_on_config(AgentControl *c, const Ztna__V1__AgentConfig *pc) {
         return 0;
 }
 
-static bool bundle_equal(const DerBlob *a, size_t na, const DerBlob *b, size_t nb) {
-        if (na != nb)
-                return false;
-        for (size_t k = 0; k < na; k++)
-                if (a[k].size != b[k].size || memcmp(a[k].data, b[k].data, a[k].size) != 0)
-                        return false;
-        return true;
-}
-
 static int control_on_trust_bundle(AgentControl *c, const Ztna__V1__TrustBundleUpdate *u) {
         _cleanup_(trust_bundle_freep) TrustBundle *bundle = NULL;
         _cleanup_(tls_context_unrefp) TlsContext *ctx = NULL;
@@ -483,7 +474,7 @@ static int control_on_trust_bundle(AgentControl *c, const Ztna__V1__TrustBundleU
                 return control_lostf(c, -EBADMSG, false, "controller at %s sent an invalid trust bundle: %s",
                                      c->current, strna(why));
 
-        if (!bundle_equal(roots, n, c->identity.bundle, c->identity.n_bundle)) {
+        if (!der_blobs_equal(roots, n, c->identity.bundle, c->identity.n_bundle)) {
                 _cleanup_(agent_identity_done) AgentIdentity next = {};
 
                 /* Copy first, then swap: the identity and the context change together or not at all. */

@@ -791,14 +791,8 @@ static void on_control_trust_bundle(AgentControl *c, const DerBlob *roots, size_
                 return;
         if (n_roots == 0 || n_roots > IDENTITY_BUNDLE_MAX)
                 return;
-        if (n_roots == i.n_bundle) {
-                bool same = true;
-                for (size_t k = 0; same && k < n_roots; k++)
-                        same = roots[k].size == i.bundle[k].size &&
-                                memcmp(roots[k].data, i.bundle[k].data, roots[k].size) == 0;
-                if (same)
-                        return;
-        }
+        if (der_blobs_equal(roots, n_roots, i.bundle, i.n_bundle))
+                return;
         for (size_t k = 0; k < i.n_bundle; k++)
                 erase_and_free(i.bundle[k].data, i.bundle[k].size);
         i.n_bundle = 0;

@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 
 #include <stdlib.h>
+#include <string.h>
 
 #include "identity.h"
 #include "strv.h"
@@ -21,4 +22,13 @@ void agent_identity_done(AgentIdentity *i) {
         free(i->remote_network);
         strv_free(i->groups);
         *i = (AgentIdentity) {};
+}
+
+bool der_blobs_equal(const DerBlob *a, size_t na, const DerBlob *b, size_t nb) {
+        if (na != nb)
+                return false;
+        for (size_t k = 0; k < na; k++)
+                if (a[k].size != b[k].size || memcmp(a[k].data, b[k].data, a[k].size) != 0)
+                        return false;
+        return true;
 }

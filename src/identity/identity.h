@@ -6,6 +6,7 @@
  * Everything here is plain data (DER, strings) so that src/agent, src/identity and the daemons share it
  * without OpenSSL types. The private key is secret: agent_identity_done() wipes it. */
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -44,6 +45,9 @@ typedef struct AgentIdentity {
         usec_t certificate_lifetime;
         usec_t not_after;                   /* of the leaf, CLOCK_REALTIME */
 } AgentIdentity;
+
+/* Whether two lists of DER blobs are the same, byte for byte and in order (trust bundles, chains). */
+bool der_blobs_equal(const DerBlob *a, size_t na, const DerBlob *b, size_t nb) _pure_;
 
 /* Frees everything, wiping the key; resets to zeroes. Accepts a zeroed identity. */
 void agent_identity_done(AgentIdentity *i);
