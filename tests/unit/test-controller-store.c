@@ -1948,8 +1948,8 @@ static StoreGroup *group_get(Store *s, const char *name) {
  * UTF-8. */
 static const char *const bad_names[] = {
         "", "a\nb", "tab\there", "\x7f", " lead", "trail ", "\xff", "\xc0\xaf",
-        "nnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnn"
-        "nnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnn", /* 129 bytes */
+        ("nnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnn"
+         "nnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnn"), /* 129 bytes */
 };
 
 TEST(policy_networks) {
