@@ -1090,3 +1090,23 @@ int agent_token_read(SpiffeRole role, const char *token_file, char **ret, AgentT
                 *ret_source = source;
         return flag;
 }
+
+const char *agent_token_error_message(int r) {
+        switch (r) {
+        case -ENOENT:
+                return "no enrollment token: pass --token-file=PATH (or --token-file=- for stdin), or provide "
+                       "the credential " AGENT_TOKEN_CREDENTIAL;
+        case -ENODATA:
+                return "the token source is empty";
+        case -EFBIG:
+        case -EMSGSIZE:
+                return "the token source is too large to be a token";
+        case -EBADMSG:
+                return "the token contains whitespace, control characters or non-ASCII bytes";
+        case -EISDIR:
+        case -EBADFD:
+                return "the token file is not a regular file";
+        default:
+                return NULL;
+        }
+}

@@ -223,3 +223,7 @@ const char *agent_token_source_to_string(AgentTokenSource s);
  *   -EISDIR, -EBADFD (token_file is not a regular file), -EINVAL (bad role, relative
  *   $CREDENTIALS_DIRECTORY), -ENOMEM, errors of open() and read(). */
 int agent_token_read(SpiffeRole role, const char *token_file, char **ret, AgentTokenSource *ret_source);
+
+/* What an error of agent_token_read() means to the person who gave the token ("the token file is not a
+ * regular file"), without a trailing period; NULL for errors that %m describes well enough. */
+const char *agent_token_error_message(int r);

@@ -198,26 +198,6 @@ static int parse_argv(SpiffeRole role, int argc, char *argv[], Args *a) {
         return 1;
 }
 
-static const char *token_error_message(int r) {
-        switch (r) {
-        case -ENOENT:
-                return "no enrollment token: pass --token-file=PATH (or --token-file=- for stdin), or provide "
-                       "the credential " AGENT_TOKEN_CREDENTIAL;
-        case -ENODATA:
-                return "the token source is empty";
-        case -EFBIG:
-        case -EMSGSIZE:
-                return "the token source is too large to be a token";
-        case -EBADMSG:
-                return "the token contains whitespace, control characters or non-ASCII bytes";
-        case -EISDIR:
-        case -EBADFD:
-                return "the token file is not a regular file";
-        default:
-                return NULL;
-        }
-}
-
 static int verb_enroll(SpiffeRole role, const Args *a) {
         _cleanup_(agent_config_done) AgentConfig config = {};
         _cleanup_(agent_identity_done) AgentIdentity existing = {}, identity = {};
@@ -299,8 +279,8 @@ static int verb_enroll(SpiffeRole role, const Args *a) {
                 if (r == -ENOENT && a->token_file && !streq(a->token_file, "-"))
                         return log_error_errno(r, "Cannot read the enrollment token: the token file '%s' does "
                                                "not exist.", a->token_file);
-                if (token_error_message(r))
-                        return log_error_errno(r, "Cannot read the enrollment token: %s.", token_error_message(r));
+                if (agent_token_error_message(r))
+                        return log_error_errno(r, "Cannot read the enrollment token: %s.", agent_token_error_message(r));
                 return log_error_errno(r, "Cannot read the enrollment token (%s): %m",
                                        agent_token_source_to_string(source));
         }

@@ -1224,6 +1224,45 @@ int agent_manager_new(const AgentManagerOptions *options, AgentManager **ret) {
         return 0;
 }
 
+static void auto_enroll_done(AgentManager *m, int error, const char *reason, void *userdata) {
+        if (error == -ECANCELED || error >= 0)
+                return;
+        /* The unit must not fail and restart in a loop over a spent token: stay up, unenrolled, and say
+         * how to go on. */
+        log_error("Enrollment with the token from the %s failed: %s. Remove it and enroll with 'ztnactl enroll "
+                  "%s --token-file=FILE' (D-Bus Enroll) with a new token.",
+                  (const char *) userdata, strna(reason), agent_config_name(m->role));
+        manager_send_ready(m);
+}
+
+/* An unenrolled agent started with the credential ENROLLMENT_TOKEN (systemd: LoadCredentialEncrypted=,
+ * so the token is sealed at rest) or $ENROLLMENT_TOKEN (compatibility) enrolls with it at once. Returns
+ * > 0 when an enrollment was started, 0 when there is no token, < 0 when there is one but it cannot be
+ * used (logged). */
+static int manager_enroll_from_credential(AgentManager *m) {
+        _cleanup_(erase_and_free_stringp) char *token = NULL;
+        AgentTokenSource source;
+        int r;
+
+        r = agent_token_read(m->role, NULL, &token, &source);
+        if (r == -ENOENT)
+                return 0;
+        if (r < 0)
+                return log_error_errno(r, "Ignoring the enrollment token: cannot read it from the %s: %m",
+                                       agent_token_source_to_string(source));
+        if (source == AGENT_TOKEN_SOURCE_ENVIRONMENT)
+                log_warning("The token came from $%s, which other processes of this user could read; it has "
+                            "been erased. Prefer the credential %s (LoadCredentialEncrypted=).",
+                            AGENT_TOKEN_ENVIRONMENT, AGENT_TOKEN_CREDENTIAL);
+
+        r = agent_manager_enroll(m, token, auto_enroll_done, (void *) agent_token_source_to_string(source));
+        if (r < 0)
+                return log_error_errno(r, "Cannot enroll with the token from the %s: %m",
+                                       agent_token_source_to_string(source));
+        log_info("Not enrolled yet: enrolling with the token from the %s.", agent_token_source_to_string(source));
+        return 1;
+}
+
 int agent_manager_run(AgentManager *m) {
         int r;
 
@@ -1246,7 +1285,10 @@ int agent_manager_run(AgentManager *m) {
                         return r;
         } else {
                 manager_set_state(m, AGENT_STATE_UNENROLLED);
-                manager_send_ready(m);
+                /* READY=1 when unenrolled, so `systemctl start` returns and Enroll can be called; with a
+                 * token at hand, once the enrollment ended (online, or failed). */
+                if (manager_enroll_from_credential(m) <= 0)
+                        manager_send_ready(m);
         }
 
         log_info("ztna-%s %s running.", agent_config_name(m->role), PROJECT_VERSION);

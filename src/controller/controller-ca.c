@@ -459,13 +459,30 @@ static int ca_reload(ControllerCa *ca, const char **ret_reason) {
         return 0;
 }
 
+int controller_ca_exists(Store *store) {
+        _cleanup_free_ char *existing = NULL;
+        StoreCa **rows = NULL;
+        size_t n_rows = 0;
+        int r;
+
+        assert(store);
+
+        r = store_meta_get(store, META_TRUST_DOMAIN, &existing);
+        if (r >= 0)
+                return 1;
+        if (r != -ENOENT)
+                return r;
+        r = store_ca_list(store, &rows, &n_rows);
+        if (r < 0)
+                return r;
+        store_ca_array_free(rows, n_rows);
+        return n_rows > 0;
+}
+
 int controller_ca_init(Store *store, const ControllerConfig *config, const uint8_t kek[static KEK_SIZE],
                        usec_t now) {
         _cleanup_(ca_freep) CertificateAuthority *root = NULL, *issuing = NULL;
         _cleanup_(store_ca_freep) StoreCa *root_row = NULL, *issuing_row = NULL;
-        _cleanup_free_ char *existing = NULL;
-        StoreCa **rows = NULL;
-        size_t n_rows = 0;
         int r;
 
         assert(store);
@@ -479,18 +496,11 @@ int controller_ca_init(Store *store, const ControllerConfig *config, const uint8
         now = now_or(now);
 
         /* Refuse before creating anything: existing keys may protect existing agents. */
-        r = store_meta_get(store, META_TRUST_DOMAIN, &existing);
-        if (r >= 0)
-                return log_debug_errno(EEXIST, "The store is already initialised for trust domain '%s'.",
-                                       existing);
-        if (r != -ENOENT)
-                return r;
-        r = store_ca_list(store, &rows, &n_rows);
+        r = controller_ca_exists(store);
         if (r < 0)
                 return r;
-        store_ca_array_free(rows, n_rows);
-        if (n_rows > 0)
-                return log_debug_errno(EEXIST, "The store already holds CA material.");
+        if (r > 0)
+                return log_debug_errno(EEXIST, "The store already holds CA material or a trust domain.");
 
         r = ca_new_root(config->trust_domain, config->key_type, config->root_ca_lifetime, now, &root);
         if (r < 0)

@@ -64,6 +64,10 @@ typedef struct IssuedCertificate {
 
 void issued_certificate_done(IssuedCertificate *c);
 
+/* > 0 when the store holds CA material or a recorded trust domain (init was done), 0 when it holds neither,
+ * or a negative errno from the store. */
+int controller_ca_exists(Store *store);
+
 /* `ztna-controller init`: a new root and issuing CA for config->trust_domain (lifetimes and key type from
  * config), keys sealed with kek, written to the store, and the trust domain recorded in the store's meta
  * ("trust_domain"). -EEXIST when the store already holds CA material or another trust domain (nothing is

@@ -23,6 +23,7 @@
 #include "string-util.h"
 
 static const char *arg_confdir = NULL;
+static bool arg_if_needed = false;
 
 static int help(void) {
         printf("%s [OPTIONS...] COMMAND\n\n"
@@ -33,7 +34,9 @@ static int help(void) {
                "Options:\n"
                "  -h --help          Show this help\n"
                "     --version       Show the version\n"
-               "     --confdir=DIR   Read controller.conf and controller.conf.d/ from DIR (default %s)\n",
+               "     --confdir=DIR   Read controller.conf and controller.conf.d/ from DIR (default %s)\n"
+               "     --if-needed     init: succeed quietly when the database already holds a CA (for\n"
+               "                     ExecStartPre= of ztna-controller.service)\n",
                program_invocation_short_name, ZTNA_CONFDIR);
         return 0;
 }
@@ -51,6 +54,27 @@ static int ensure_parent_directory(const char *path) {
         return 0;
 }
 
+/* > 0 when the configured database exists and holds a CA, 0 when there is no database or it holds none
+ * (a fresh installation), < 0 (logged) when it cannot be read: --if-needed must not paper over that. */
+static int controller_initialized(const ControllerConfig *config) {
+        _cleanup_(store_freep) Store *store = NULL;
+        struct stat st;
+        int r;
+
+        if (stat(config->database, &st) < 0) {
+                if (errno == ENOENT)
+                        return 0;
+                return log_error_errno(errno, "Cannot access the database '%s': %m", config->database);
+        }
+        r = store_open_sqlite(config->database, &store);
+        if (r < 0)
+                return log_error_errno(r, "Failed to open the database '%s': %m", config->database);
+        r = controller_ca_exists(store);
+        if (r < 0)
+                return log_error_errno(r, "Failed to read the CA state from '%s': %m", config->database);
+        return r;
+}
+
 static int verb_init(void) {
         _cleanup_(controller_config_done) ControllerConfig config = {};
         _cleanup_(store_freep) Store *store = NULL;
@@ -64,6 +88,18 @@ static int verb_init(void) {
         r = controller_config_load(arg_confdir, &config);
         if (r < 0)
                 return r;
+
+        /* Checked before the key is read or made: an initialized controller needs nothing from init,
+         * and --if-needed must not create a key file next to a database that has its own. */
+        if (arg_if_needed) {
+                r = controller_initialized(&config);
+                if (r < 0)
+                        return r;
+                if (r > 0) {
+                        log_debug("The database '%s' already holds a CA: nothing to do.", config.database);
+                        return 0;
+                }
+        }
 
         r = kek_load(NULL, config.key_file, kek, &from_credential, &reason);
         if (r == -ENOENT) {
@@ -149,11 +185,13 @@ static int parse_argv(int argc, char *argv[]) {
         enum {
                 ARG_VERSION = 0x100,
                 ARG_CONFDIR,
+                ARG_IF_NEEDED,
         };
         static const struct option options[] = {
                 { "help", no_argument, NULL, 'h' },
                 { "version", no_argument, NULL, ARG_VERSION },
                 { "confdir", required_argument, NULL, ARG_CONFDIR },
+                { "if-needed", no_argument, NULL, ARG_IF_NEEDED },
                 {},
         };
         int c;
@@ -171,6 +209,9 @@ static int parse_argv(int argc, char *argv[]) {
                                 return log_error_errno(EINVAL, "--confdir= needs an absolute path, got '%s'.",
                                                        optarg);
                         arg_confdir = optarg;
+                        break;
+                case ARG_IF_NEEDED:
+                        arg_if_needed = true;
                         break;
                 case '?':
                         return -EINVAL;
@@ -191,6 +232,11 @@ int main(int argc, char *argv[]) {
 
         if (optind + 1 != argc) {
                 log_error("Expected exactly one command (init or run); see --help.");
+                return 2;
+        }
+
+        if (arg_if_needed && !streq(argv[optind], "init")) {
+                log_error("--if-needed is an option of 'init'.");
                 return 2;
         }
 

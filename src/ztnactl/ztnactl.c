@@ -19,6 +19,7 @@
 #include <sys/stat.h>
 #include <systemd/sd-bus.h>
 
+#include "agent-conf.h"
 #include "bus-util.h"
 #include "config.h"
 #include "fileio.h"
@@ -57,6 +58,7 @@ typedef enum VerbOption {
         OPT_PORTS = 1 << 9,
         OPT_PROTOCOL = 1 << 10,
         OPT_ALIAS = 1 << 11,
+        OPT_TOKEN_FILE = 1 << 12,
 } VerbOption;
 
 static bool arg_json = false;
@@ -75,6 +77,7 @@ static const char *arg_address = NULL;
 static const char *arg_ports = NULL;
 static const char *arg_protocol = NULL;
 static const char *arg_alias = NULL;
+static const char *arg_token_file = NULL;
 static unsigned arg_given = 0; /* VerbOption mask */
 
 /* --- output helpers --- */
@@ -1718,6 +1721,77 @@ static int verb_health(sd_bus *bus, char **args) {
 
 /* --- the command line --- */
 
+/* Enrollment takes a round trip to the controller and a key generation: more than sd-bus's 25 s default
+ * when the controller is far away, but bounded. */
+#define ENROLL_TIMEOUT_USEC (2 * USEC_PER_MINUTE)
+
+/* Hands a token to the agent on this host through its Enroll method (bus activation starts it if its unit
+ * is installed but stopped). The token is read the way the daemons read it (agent_token_read(): a 0600
+ * file or stdin, never argv) and travels in a message marked sensitive, which sd-bus wipes when freed.
+ * Prints the SPIFFE ID the agent enrolled as. */
+static int verb_enroll(sd_bus *bus, char **args) {
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *call = NULL, *reply = NULL;
+        _cleanup_(sd_bus_error_free) sd_bus_error error = SD_BUS_ERROR_NULL;
+        _cleanup_(erase_and_free_stringp) char *token = NULL;
+        const AgentDaemon *d;
+        const char *spiffe_id;
+        size_t n;
+        int r;
+
+        r = agent_daemons_select(args, &d, &n);
+        assert(r >= 0 && n == 1);
+        SpiffeRole role = streq(d->role, "connector") ? SPIFFE_ROLE_CONNECTOR : SPIFFE_ROLE_TUNNELER;
+
+        r = agent_token_read(role, arg_token_file, &token, NULL);
+        if (r < 0) {
+                if (r == -ENOENT && !streq(arg_token_file, "-"))
+                        return log_error_errno(r, "Cannot read the enrollment token: the token file '%s' does not "
+                                               "exist.", arg_token_file);
+                if (agent_token_error_message(r))
+                        return log_error_errno(r, "Cannot read the enrollment token: %s.",
+                                               agent_token_error_message(r));
+                return log_error_errno(r, "Cannot read the enrollment token from '%s': %m", arg_token_file);
+        }
+        if (r == AGENT_TOKEN_FILE_ACCESSIBLE)
+                log_warning("The token file is readable or writable by other users, or owned by another user: "
+                            "anyone who can read it can enroll in our place. Keep tokens in 0600 files.");
+
+        r = sd_bus_message_new_method_call(bus, &call, d->bus_name, d->bus_path, d->bus_name, "Enroll");
+        if (r < 0)
+                return log_error_errno(r, "Failed to create an Enroll call: %m");
+        r = sd_bus_message_sensitive(call);
+        if (r < 0)
+                return log_error_errno(r, "Failed to mark the Enroll call sensitive: %m");
+        r = sd_bus_message_append(call, "s", token);
+        if (r < 0)
+                return log_oom();
+        token = erase_and_free_string(token);
+
+        r = sd_bus_call(bus, call, ENROLL_TIMEOUT_USEC, &error, &reply);
+        if (r < 0) {
+                if (sd_bus_error_has_names(&error, SD_BUS_ERROR_NAME_HAS_NO_OWNER, SD_BUS_ERROR_SERVICE_UNKNOWN))
+                        return log_error_errno(r, "%s is not running and cannot be started by the bus: start it "
+                                               "with 'systemctl %sstart %s' and try again.", d->unit,
+                                               arg_user ? "--user " : "", d->unit);
+                return log_error_errno(r, "Enrollment of %s failed: %s", d->unit, bus_error_message(&error, r));
+        }
+        r = sd_bus_message_read(reply, "s", &spiffe_id);
+        if (r < 0)
+                return log_error_errno(r, "Failed to parse the reply of %s: %m", d->unit);
+
+        if (arg_json) {
+                json_auto_t *j = json_pack("{s:s,s:s}", "agent", d->role, "spiffe_id", spiffe_id);
+
+                if (!j)
+                        return log_oom();
+                return json_print(j);
+        }
+        puts(spiffe_id);
+        if (fflush(stdout) != 0)
+                return log_error_errno(errno, "Failed to write to stdout: %m");
+        return 0;
+}
+
 typedef struct Verb {
         const char *object;
         const char *name;     /* NULL: a command of one word ("status") */
@@ -1765,6 +1839,8 @@ static const Verb verbs[] = {
         { "policy", "list", 0, NULL, 0, 0, verb_policy_list },
         { "status", NULL, 1, "connector or tunneler", 0, 0, verb_status, true, agent_roles },
         { "health", NULL, 1, "connector or tunneler", 0, 0, verb_health, true, agent_roles },
+        { "enroll", NULL, 1, "connector or tunneler", OPT_TOKEN_FILE, OPT_TOKEN_FILE, verb_enroll, false,
+          agent_roles },
 };
 
 static const struct {
@@ -1775,11 +1851,12 @@ static const struct {
         { OPT_GROUP, "--group" },   { OPT_TTL, "--ttl" },       { OPT_OUTPUT, "--output" },
         { OPT_REASON, "--reason" }, { OPT_DESCRIPTION, "--description" }, { OPT_ADDRESS, "--address" },
         { OPT_PORTS, "--ports" },   { OPT_PROTOCOL, "--protocol" }, { OPT_ALIAS, "--alias" },
+        { OPT_TOKEN_FILE, "--token-file" },
 };
 
 static void help(void) {
         printf("%s [OPTIONS...] COMMAND ...\n\n"
-               "Administer the ztna controller on this host.\n\n"
+               "Administer the ztna controller and the agents on this host.\n\n"
                "Enrollment tokens:\n"
                "  token create --role ROLE [--id ID] [--network NET] [--group G]... [--ttl DURATION]\n"
                "               [--output FILE]     Create a one-time enrollment token\n"
@@ -1817,7 +1894,10 @@ static void help(void) {
                "  policy list                      List policies\n\n"
                "Agents on this host:\n"
                "  status [connector|tunneler]      Show the state of ztna-connector and ztna-tunneler\n"
-               "  health [connector|tunneler]      One line each: online, or why not; exit 1 if not\n\n"
+               "  health [connector|tunneler]      One line each: online, or why not; exit 1 if not\n"
+               "  enroll connector|tunneler --token-file FILE\n"
+               "                                   Enroll the agent with a token (FILE, or - for stdin);\n"
+               "                                   prints the SPIFFE ID it enrolled as\n\n"
                "Options:\n"
                "  -h --help                        Show this help\n"
                "     --version                     Show the version\n"
@@ -1837,7 +1917,8 @@ static void help(void) {
                "                                   an address (192.168.1.10, fd00::5) or a CIDR (10.0.0.0/24)\n"
                "     --ports PORTS                 any (default) or a list such as 22,80,8000-8100\n"
                "     --protocol PROTO              any (default), tcp or udp\n"
-               "     --alias FQDN                  Another name tunnelers may use for it (\"\" for none)\n\n"
+               "     --alias FQDN                  Another name tunnelers may use for it (\"\" for none)\n"
+               "     --token-file FILE             Read the enrollment token from FILE (mode 0600) or stdin\n\n"
                "The controller and the agents are reached on the system bus (the session bus with --user), or\n"
                "at $ZTNA_BUS_ADDRESS when set.\n",
                program_invocation_short_name);
@@ -1874,6 +1955,7 @@ static int parse_argv(int argc, char *argv[]) {
                 ARG_PORTS,
                 ARG_PROTOCOL,
                 ARG_ALIAS,
+                ARG_TOKEN_FILE,
         };
         static const struct option options[] = {
                 { "help", no_argument, NULL, 'h' },
@@ -1894,6 +1976,7 @@ static int parse_argv(int argc, char *argv[]) {
                 { "ports", required_argument, NULL, ARG_PORTS },
                 { "protocol", required_argument, NULL, ARG_PROTOCOL },
                 { "alias", required_argument, NULL, ARG_ALIAS },
+                { "token-file", required_argument, NULL, ARG_TOKEN_FILE },
                 {},
         };
         int c, r;
@@ -1997,6 +2080,13 @@ static int parse_argv(int argc, char *argv[]) {
                 case ARG_ALIAS:
                         arg_alias = optarg;
                         arg_given |= OPT_ALIAS;
+                        break;
+
+                case ARG_TOKEN_FILE:
+                        if (isempty(optarg))
+                                return usage_error("--token-file needs a file name, or - for stdin.");
+                        arg_token_file = optarg;
+                        arg_given |= OPT_TOKEN_FILE;
                         break;
 
                 case ':':

@@ -312,11 +312,11 @@ class ControllerProcess:
             env.pop(k, None)
         return env
 
-    def init(self, check=True):
+    def init(self, *args, check=True):
         self.write_conf()
         self.state.mkdir(parents=True, exist_ok=True)
         self.state.chmod(0o700)
-        p = subprocess.run([str(self.binary), f"--confdir={self.confdir}", "init"], env=self.env(),
+        p = subprocess.run([str(self.binary), f"--confdir={self.confdir}", "init", *args], env=self.env(),
                            stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=CALL_TIMEOUT)
         if check:
             assert p.returncode == 0, f"ztna-controller init failed ({p.returncode}): {p.stdout}{p.stderr}"

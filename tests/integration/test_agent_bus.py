@@ -407,3 +407,41 @@ def test_enroll_method(ctl, agents, tmp_path, polkit):
     a.start()
     a.wait_state("online", ONLINE_TIMEOUT)
     assert a.prop("SpiffeId") == a.spiffe_id()
+
+
+def test_ztnactl_enroll(ctl, agents, tmp_path):
+    """`ztnactl enroll ROLE --token-file F` hands the token to the running agent's Enroll method and prints
+    the SPIFFE ID; the errors a user meets say what to do."""
+    a = agents("tunneler", "tun-1")
+    a.make_kek()
+    a.start()
+
+    p = ctl.ztnactl("enroll", "tunneler", check=False)
+    assert p.returncode == 2 and "--token-file" in p.stderr, p.stderr
+    p = ctl.ztnactl("enroll", "tunneler", f"--token-file={tmp_path / 'missing'}", check=False)
+    assert p.returncode == 1 and "does not exist" in p.stderr, p.stderr
+    (tmp_path / "empty").write_text("\n")
+    p = ctl.ztnactl("enroll", "tunneler", f"--token-file={tmp_path / 'empty'}", check=False)
+    assert p.returncode == 1 and "empty" in p.stderr, p.stderr
+    assert a.prop("State") == "unenrolled"
+
+    t = token_file(ctl, tmp_path / "t", "tunneler")
+    secret = (tmp_path / "t").read_text().strip()
+    p = ctl.ztnactl("enroll", "tunneler", f"--token-file={t['file']}")
+    assert p.stdout == a.spiffe_id() + "\n", p.stdout + p.stderr
+    a.wait_state("online", ONLINE_TIMEOUT)
+    assert controller_tokens(ctl)[t["id"]]["state"] == "used"
+    assert secret not in a.log_text()
+
+    # Enrolled already: the daemon's refusal, and the new token is not spent.
+    t2 = token_file(ctl, tmp_path / "t2", "tunneler")
+    p = ctl.ztnactl("enroll", "tunneler", f"--token-file={t2['file']}", check=False)
+    assert p.returncode == 1 and "already enrolled" in p.stderr.lower(), p.stderr
+    assert controller_tokens(ctl)[t2["id"]]["state"] == "active"
+
+    # No connector runs on this bus (and none can be activated): say how to start it.
+    t3 = token_file(ctl, tmp_path / "t3", "connector")
+    p = ctl.ztnactl("enroll", "connector", f"--token-file={t3['file']}", check=False)
+    assert p.returncode == 1 and "systemctl start ztna-connector" in p.stderr, p.stderr
+    p = ctl.ztnactl("--json", "enroll", "connector", f"--token-file={t3['file']}", check=False)
+    assert p.returncode == 1 and p.stdout == ""

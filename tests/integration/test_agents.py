@@ -222,6 +222,45 @@ def test_token_sources(ctl, agents, tmp_path):
     assert p.stdout == f"spiffe://{TD}/connector/con-7\n"
 
 
+def test_run_enrolls_with_the_token_credential(ctl, agents, tmp_path):
+    """`run` of an unenrolled agent enrolls with the credential ENROLLMENT_TOKEN (a unit's
+    LoadCredentialEncrypted=), and is READY once online; a restart with the same, now spent, credential keeps
+    the identity and does not try again; a spent token on an unenrolled agent is reported and the agent stays
+    up, ready and unenrolled (no restart loop under systemd)."""
+    creds = tmp_path / "creds"
+    creds.mkdir(mode=0o700)
+    t = token_file(ctl, creds / "ENROLLMENT_TOKEN", "connector")
+    secret = (creds / "ENROLLMENT_TOKEN").read_text().strip()
+    env = {"CREDENTIALS_DIRECTORY": str(creds)}
+    a = agents("connector", "con-cred")
+    a.make_kek()
+    a.start(env=env)
+    # READY=1 only after the enrollment ended: by then the state is no longer "unenrolled".
+    assert a.prop("State") in ("connecting", "online"), a.run_log()[-2000:]
+    a.wait_state("online", ONLINE_TIMEOUT)
+    assert a.prop("SpiffeId") == a.spiffe_id() and a.identity.exists()
+    assert controller_tokens(ctl)[t["id"]]["state"] == "used"
+    assert "enrolling with the token from the credential" in a.run_log()
+    assert secret not in a.log_text()
+
+    a.stop()
+    a.start(env=env)
+    a.wait_state("online", ONLINE_TIMEOUT)
+    assert a.prop("SpiffeId") == a.spiffe_id()
+    assert "enrolling with the token" not in a.run_log() and "failed" not in a.run_log().lower()
+    a.stop()
+
+    b = agents("connector", "con-spent")
+    b.make_kek()
+    b.start(env=env)
+    assert b.prop("State") == "unenrolled"
+    assert re.search(r"Enrollment with the token from the credential failed: .*token already used", b.run_log()), \
+        b.run_log()[-2000:]
+    assert "ztnactl enroll connector" in b.run_log()
+    assert b.proc.poll() is None and not b.identity.exists()
+    b.stop()
+
+
 # ---- enrollment failures ----------------------------------------------------------------------------------
 
 def rogue_root(directory):

@@ -15,7 +15,7 @@ import time
 
 import pytest
 
-from conftest import INTEROP, READY_TIMEOUT, free_port
+from conftest import CALL_TIMEOUT, INTEROP, READY_TIMEOUT, free_port
 
 ENROLL_TIMEOUT = 60.0
 
@@ -63,6 +63,27 @@ def test_init_creates_the_ca_once(controller):
     assert again.returncode == 1
     assert "already holds a CA" in again.stderr
     assert db_query(controller.db, "SELECT count(*) FROM cas") == [(2,)]
+
+
+def test_init_if_needed_is_idempotent(controller):
+    """`init --if-needed` (the unit's ExecStartPre=) creates the CA on the first start and does nothing,
+    quietly and successfully, on every later one; it still refuses what plain init refuses."""
+    p = controller.init("--if-needed")
+    assert "Root CA SPKI pin:" in p.stdout
+    key = controller.key_file.read_bytes()
+    again = controller.init("--if-needed")
+    assert again.stdout == "", again.stdout + again.stderr
+    assert controller.key_file.read_bytes() == key
+    assert db_query(controller.db, "SELECT count(*) FROM cas") == [(2,)]
+
+    # A database that is not one is an error, not "nothing to do".
+    controller.db.write_bytes(b"not a database" * 100)
+    bad = controller.init("--if-needed", check=False)
+    assert bad.returncode == 1 and str(controller.db) in bad.stderr, bad.stderr
+
+    p = subprocess.run([str(controller.binary), "--if-needed", "run"], env=controller.env(),
+                       stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=CALL_TIMEOUT)
+    assert p.returncode == 2 and "option of 'init'" in p.stderr, p.stderr
 
 
 def test_run_before_init_says_what_to_do(controller):
