@@ -21,7 +21,7 @@ packages=(
         # runtime tools the daemons and tests call
         openssl systemd systemd-container dbus polkitd keyutils iproute2 sqlite3 curl
         # test tools and real peers
-        python3 python3-pytest python3-dbusmock python3-dbus nodejs stunnel4 iperf3
+        python3 python3-pytest python3-dbusmock python3-dbus nodejs stunnel4 iperf3 zsh fish man-db
         chromium prometheus
         # documentation and packaging
         scdoc debhelper dpkg-dev lintian rpm

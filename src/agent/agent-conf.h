@@ -56,7 +56,7 @@
  *   BackoffCap=       60s.
  *   HealthyAfter=     60s. A connection that lasted this long resets the backoff.
  *
- * For lists (Controller=, Labels=) an assignment appends, an empty assignment empties the list; a bad
+ * For lists (Controller=, Labels=, Resolvers=, Forward=) an assignment appends, an empty assignment empties the list; a bad
  * word leaves the list as it was. For the other strings an empty assignment restores the default.
  * Entries are stored in canonical spelling (host_port_to_string(), inet_ntop()).
  *

@@ -1198,7 +1198,8 @@ int agent_manager_new(const AgentManagerOptions *options, AgentManager **ret) {
         r = identity_store_load(m->config.state_directory, m->role, kek, &identity, &reason);
         explicit_bzero(kek, sizeof(kek));
         if (r == -ENOENT)
-                log_info("Not enrolled yet (no identity in '%s'): waiting for Enroll over D-Bus, or run "
+                log_info("Not enrolled yet (no identity in '%s'): enrolling with the credential "
+                         "ENROLLMENT_TOKEN if there is one, else waiting for 'ztnactl enroll' (D-Bus Enroll) or "
                          "'ztna-%s enroll'.", m->config.state_directory, name);
         else if (r < 0)
                 return log_error_errno(r, "Failed to load the identity '%s/" IDENTITY_FILE_NAME "': %s. The file "

@@ -8,15 +8,17 @@
  *               memory and one warning); an identity is parsed from the keyring when it is needed (to start
  *               the control client, to renew) and wiped right after. The manager keeps in plain memory
  *               only what is public: ids, controllers, certificate validity (AgentManagerInfo).
- *   states      unenrolled (no identity: waits for Enroll over D-Bus) → enrolling → connecting → online ⇄
+ *   states      unenrolled (no identity: enrolls with the credential ENROLLMENT_TOKEN when there is one,
+ *               else waits for Enroll over D-Bus) → enrolling → connecting → online ⇄
  *               offline (backing off); reauthenticating after the certificate expired; revoked (final:
  *               nothing is tried again, the identity stays on disk for inspection); stopping.
  *   renewal     a timer fires when RenewAt= ± Jitter= of the lifetime remains; the renewed identity is
  *               saved (identity.previous kept), handed to the control client (live streams stay), and
  *               committed once a connection with it is accepted. A certificate that has expired (downtime)
  *               is replaced by re-authentication with the recorded key.
- *   systemd     READY=1 the first time the control stream is accepted (or at once when unenrolled: the
- *               daemon is ready to be enrolled), STATUS= on every state change, watchdog from the loop,
+ *   systemd     READY=1 the first time the control stream is accepted (or at once when unenrolled without a
+ *               token: the daemon is ready to be enrolled; or when enrolling with the credential failed),
+ *               STATUS= on every state change, watchdog from the loop,
  *               STOPPING=1 on SIGTERM/SIGINT, then a bounded drain.
  *
  * The bus (agent-bus.h) and the health listener (agent-health.h) read the manager and call the functions

@@ -25,8 +25,9 @@ int safe_atoi64(const char *s, int64_t *ret);
 
 /* systemd-style durations: one or more components "<number>[.<fraction>][ ]<unit>", optionally separated
  * by whitespace and summed ("1h 30min", "1h30min", "1.5s"). Units (case-sensitive): us usec, ms msec,
- * s sec second seconds, m min minute minutes, h hr hour hours, d day days, w week weeks; no unit means
- * seconds. The fraction needs a digit before the dot (".5s" is refused) and is floored to whole µs.
+ * s sec second seconds, m min minute minutes, h hr hour hours, d day days, w week weeks, y year years
+ * (365.25 days); no unit means seconds. The fraction needs a digit before the dot (".5s" is refused) and
+ * is floored to whole µs.
  * "infinity" gives USEC_INFINITY. Leading and trailing whitespace is ignored. Negative → -ERANGE,
  * a sum that reaches USEC_INFINITY → -ERANGE, empty or junk → -EINVAL. */
 int parse_sec(const char *s, usec_t *ret);
