@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "agent-conf.h"
+#include "fileio.h"
 #include "conf-parser.h"
 #include "creds-util.h"
 #include "log.h"
@@ -41,20 +42,15 @@ static bool path_is_valid(const char *p) {
         return p && p[0] == '/' && strlen(p) < PATH_MAX && !string_has_cc(p, NULL);
 }
 
-/* The first directory systemd's StateDirectory= gave us ("a:b" when it lists several), else
- * /var/lib/ztna-<role>. */
+/* The directory systemd's StateDirectory= gave us (state_directory_from_environment(): the first entry of
+ * $STATE_DIRECTORY, links resolved), else /var/lib/ztna-<role>. */
 static char *default_state_directory(SpiffeRole role) {
-        const char *e = getenv("STATE_DIRECTORY");
+        char *d = NULL;
 
-        if (!isempty(e)) {
-                _cleanup_free_ char *first = strndup(e, strcspn(e, ":"));
-
-                if (!first)
-                        return NULL;
-                if (path_is_valid(first))
-                        return TAKE_PTR(first);
-                log_debug("Ignoring $STATE_DIRECTORY, its first entry is not an absolute path.");
-        }
+        if (state_directory_from_environment(&d) < 0)
+                return NULL;
+        if (d)
+                return d;
         return strjoin("/var/lib/ztna-", agent_config_name(role), NULL);
 }
 

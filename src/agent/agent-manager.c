@@ -1190,7 +1190,13 @@ int agent_manager_new(const AgentManagerOptions *options, AgentManager **ret) {
                 return log_error_errno(r, "Failed to keep the key-encryption key in the keyring or in locked "
                                        "memory: %m");
         }
-        if (r == KEYRING_MODE_MEMORY)
+        if (r == KEYRING_MODE_MEMORY && keyring_secret_lock_error(m->kek) < 0)
+                log_warning_errno(keyring_secret_kernel_error(m->kek),
+                                  "Kernel keyring unavailable (%m), and locking memory refused (%s): secrets "
+                                  "are kept in non-dumpable memory that may be swapped out. Allow keyctl, or "
+                                  "mlock() (CAP_IPC_LOCK in a container, LimitMEMLOCK=), to keep them out of "
+                                  "swap.", strerror(-keyring_secret_lock_error(m->kek)));
+        else if (r == KEYRING_MODE_MEMORY)
                 log_warning_errno(keyring_secret_kernel_error(m->kek),
                                   "Kernel keyring unavailable (%m): secrets are kept in locked, non-dumpable "
                                   "memory instead.");

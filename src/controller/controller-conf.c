@@ -7,6 +7,7 @@
 
 #include "conf-parser.h"
 #include "controller-conf.h"
+#include "fileio.h"
 #include "crypto-spiffe.h"
 #include "log.h"
 #include "parse-util.h"
@@ -42,22 +43,43 @@ static CONFIG_PARSER_PROTOTYPE(config_parse_controller_id) {
         return free_and_strdup(id, isempty(value) ? CONTROLLER_DEFAULT_ID : value) < 0 ? -ENOMEM : 0;
 }
 
-static int path_parse(const char *value, const char *default_value, char **path) {
-        const char *v = isempty(value) ? default_value : value;
+/* The default of Database= or KeyFile=: name in the directory systemd's StateDirectory= gave us (links
+ * resolved: under DynamicUser= it is a link, and the database is opened with SQLITE_OPEN_NOFOLLOW), else
+ * the built-in path. */
+static char *default_state_path(const char *name, const char *builtin) {
+        _cleanup_free_ char *d = NULL;
+
+        if (state_directory_from_environment(&d) < 0)
+                return NULL;
+        if (!d)
+                return strdup(builtin);
+        return strjoin(d, "/", name, NULL);
+}
+
+static int path_parse(const char *value, const char *name, const char *builtin, char **path) {
+        if (isempty(value)) {
+                char *d = default_state_path(name, builtin);
+
+                if (!d)
+                        return -ENOMEM;
+                free(*path);
+                *path = d;
+                return 0;
+        }
 
         assert(path);
 
-        if (v[0] != '/' || strlen(v) >= PATH_MAX || string_has_cc(v, NULL))
+        if (value[0] != '/' || strlen(value) >= PATH_MAX || string_has_cc(value, NULL))
                 return -EINVAL;
-        return free_and_strdup(path, v) < 0 ? -ENOMEM : 0;
+        return free_and_strdup(path, value) < 0 ? -ENOMEM : 0;
 }
 
 static CONFIG_PARSER_PROTOTYPE(config_parse_database) {
-        return path_parse(value, CONTROLLER_DEFAULT_DATABASE, data);
+        return path_parse(value, "controller.db", CONTROLLER_DEFAULT_DATABASE, data);
 }
 
 static CONFIG_PARSER_PROTOTYPE(config_parse_key_file) {
-        return path_parse(value, CONTROLLER_DEFAULT_KEY_FILE, data);
+        return path_parse(value, "kek", CONTROLLER_DEFAULT_KEY_FILE, data);
 }
 
 static int lifetime_parse(const char *value, usec_t min, usec_t max, usec_t *ret) {
@@ -195,8 +217,8 @@ int controller_config_init(ControllerConfig *ret) {
         assert(ret);
 
         c.id = strdup(CONTROLLER_DEFAULT_ID);
-        c.database = strdup(CONTROLLER_DEFAULT_DATABASE);
-        c.key_file = strdup(CONTROLLER_DEFAULT_KEY_FILE);
+        c.database = default_state_path("controller.db", CONTROLLER_DEFAULT_DATABASE);
+        c.key_file = default_state_path("kek", CONTROLLER_DEFAULT_KEY_FILE);
         if (!c.id || !c.database || !c.key_file)
                 return -ENOMEM;
         if (address_list_init(&c.listen_grpc, CONTROLLER_DEFAULT_LISTEN_GRPC) < 0 ||

@@ -36,8 +36,10 @@
  * [Tokens]
  *   DefaultLifetime=      1h. Enrollment token TTL when none is asked for; 1min..30d.
  * [Storage]
- *   Database=             /var/lib/ztna-controller/controller.db. Absolute path of the SQLite database.
- *   KeyFile=              /var/lib/ztna-controller/kek. The key-encryption key sealing the CA keys, used only
+ *   Database=             $STATE_DIRECTORY/controller.db (links resolved) under systemd's StateDirectory=,
+ *                         else /var/lib/ztna-controller/controller.db. Absolute path of the SQLite database
+ *                         (no component may be a symbolic link).
+ *   KeyFile=              $STATE_DIRECTORY/kek, else /var/lib/ztna-controller/kek. The key-encryption key sealing the CA keys, used only
  *                         when the service has no "ztna.kek" credential (LoadCredentialEncrypted=): 32 bytes,
  *                         owned by the service user, mode 0600. `ztna-controller init` creates it then.
  *   For Id=, Database= and KeyFile= an empty assignment restores the default; for TrustDomain= it unsets it.

@@ -29,6 +29,7 @@ struct KeyringSecret {
         uint8_t *mem;
         size_t mem_size;   /* mapped, a multiple of the page size */
         bool locked;
+        int lock_error;    /* why mlock() refused, 0 when locked */
 };
 
 static bool description_is_valid(const char *d) {
@@ -106,9 +107,15 @@ static int secret_put_memory(KeyringSecret *s, const void *data, size_t size) {
          * to refuse. */
         if (madvise(p, n, MADV_WIPEONFORK) < 0)
                 log_debug_errno(errno, "MADV_WIPEONFORK not supported, ignoring: %m");
-        if (mlock(p, n) < 0)
-                return -errno;
-        s->locked = true;
+        /* Refused where RLIMIT_MEMLOCK is 0 or a container's seccomp filter wants CAP_IPC_LOCK (nspawn):
+         * the secret is then still non-dumpable and wiped, only swappable, and the caller warns. */
+        if (mlock(p, n) < 0) {
+                if (errno != EPERM && errno != ENOMEM && errno != EAGAIN)
+                        return -errno;
+                s->lock_error = -errno;
+                log_debug_errno(errno, "mlock() refused, the secret's memory may be swapped out: %m");
+        } else
+                s->locked = true;
 
         memcpy(p, data, size);
         return 0;
@@ -217,6 +224,10 @@ bool keyring_secret_in_kernel(const KeyringSecret *s) {
 
 int keyring_secret_kernel_error(const KeyringSecret *s) {
         return s ? s->kernel_error : 0;
+}
+
+int keyring_secret_lock_error(const KeyringSecret *s) {
+        return s ? s->lock_error : 0;
 }
 
 int keyring_secret_serial(const KeyringSecret *s) {

@@ -10,8 +10,11 @@
  * memory below; under systemd it is as private as the per-service session keyring §7 has in mind. An
  * optional timeout makes the kernel expire the key as well. Where keyctl is refused (containers: seccomp,
  * ENOSYS, EPERM, EACCES) or the key quota is exhausted (EDQUOT), the secret is kept instead in locked
- * (mlock), non-dumpable (MADV_DONTDUMP), wipe-on-fork memory, which honours the same timeout. The caller
- * learns which mode it got and logs the fallback; these helpers log at debug only. */
+ * (mlock), non-dumpable (MADV_DONTDUMP), wipe-on-fork memory, which honours the same timeout. Where mlock()
+ * is refused as well (RLIMIT_MEMLOCK, or a container that wants CAP_IPC_LOCK for it) the memory stays
+ * unlocked — still non-dumpable and wiped, but swappable — rather than the daemon refusing to run. The
+ * caller learns which mode it got (and keyring_secret_lock_error()) and logs the fallback; these helpers
+ * log at debug only. */
 
 #include <stdbool.h>
 #include <stddef.h>
@@ -51,9 +54,9 @@ typedef struct KeyringSecret KeyringSecret;
  *   -EINVAL  bad description or size 0
  *   -EFBIG   size above KEYRING_SECRET_MAX
  *   -ERANGE  timeout above KEYRING_TIMEOUT_MAX
- *   -ENOMEM, or the error of mmap()/mlock()/madvise() in memory mode (e.g. -EPERM, -ENOMEM from
- *            RLIMIT_MEMLOCK: locked memory is required, never silently dropped), or an unexpected
- *            keyctl error in kernel mode */
+ *   -ENOMEM, or the error of mmap()/madvise() in memory mode, or of mlock() other than a refusal
+ *            (EPERM, ENOMEM, EAGAIN: see keyring_secret_lock_error()), or an unexpected keyctl error in
+ *            kernel mode */
 int keyring_secret_new_full(const char *description, const void *data, size_t size, KeyringFlags flags,
                             usec_t timeout, KeyringSecret **ret);
 /* The same without a timeout. */
@@ -71,6 +74,9 @@ bool keyring_secret_in_kernel(const KeyringSecret *s);
 /* The negative errno that made keyring_secret_new() fall back to memory; 0 in kernel mode and when
  * KEYRING_FORCE_MEMORY was given. For the caller's one warning. */
 int keyring_secret_kernel_error(const KeyringSecret *s);
+/* In memory mode, the negative errno with which mlock() refused (the memory is then swappable); 0 when
+ * locked, and in kernel mode. For the caller's warning. */
+int keyring_secret_lock_error(const KeyringSecret *s);
 /* The key's serial number (> 0) in kernel mode, -ENXIO in memory mode. */
 int keyring_secret_serial(const KeyringSecret *s);
 

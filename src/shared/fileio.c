@@ -1,11 +1,14 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 
 #include <assert.h>
+#include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
 #include <sys/stat.h>
 
 #include "fileio.h"
@@ -319,4 +322,33 @@ int write_file_atomic_full(const char *path, const void *data, size_t size, mode
                 return -errno;
 
         return write_file_atomic_at(dfd, base, data, size, mode, flags);
+}
+
+int state_directory_from_environment(char **ret) {
+        _cleanup_free_ char *first = NULL;
+        const char *e = getenv("STATE_DIRECTORY");
+        char *resolved;
+
+        assert(ret);
+
+        *ret = NULL;
+        if (isempty(e))
+                return 0;
+        first = strndup(e, strcspn(e, ":"));
+        if (!first)
+                return -ENOMEM;
+        if (first[0] != '/' || strlen(first) >= PATH_MAX) {
+                log_debug("Ignoring $STATE_DIRECTORY, its first entry is not an absolute path.");
+                return 0;
+        }
+        resolved = realpath(first, NULL);
+        if (!resolved) {
+                if (errno == ENOMEM)
+                        return -ENOMEM;
+                log_debug_errno(errno, "Cannot resolve $STATE_DIRECTORY '%s', using it as it is: %m", first);
+                *ret = TAKE_PTR(first);
+                return 0;
+        }
+        *ret = resolved;
+        return 0;
 }

@@ -40,3 +40,12 @@ int write_file_atomic_at(int dir_fd, const char *name, const void *data, size_t 
 /* The same for a path: opens its directory and calls write_file_atomic_at() on its last component. */
 int write_file_atomic_full(const char *path, const void *data, size_t size, mode_t mode, WriteFileFlags flags);
 int write_file_atomic(const char *path, const void *data, size_t size, mode_t mode);
+
+/* The state directory systemd's StateDirectory= gave the service: the first entry of $STATE_DIRECTORY ("a:b"
+ * when the unit lists several), with symbolic links resolved. Under DynamicUser= systemd makes
+ * /var/lib/<name> a link to /var/lib/private/<name> (root's, mode 0700) and passes the link; our opens refuse
+ * links (O_NOFOLLOW, SQLITE_OPEN_NOFOLLOW), so the trusted path is resolved here, once. A path given in a
+ * configuration file is not resolved: there a link stays refused. *ret is NULL when $STATE_DIRECTORY is
+ * unset, empty or its first entry is not absolute; the unresolved entry when it cannot be resolved (the
+ * open that follows then reports the real problem). 0 or -ENOMEM. */
+int state_directory_from_environment(char **ret);

@@ -1,7 +1,9 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 
 #include <fcntl.h>
+#include <limits.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -92,6 +94,31 @@ TEST(defaults) {
         ASSERT_STREQ(c.trust_domain, "example.org");
         ASSERT_STREQ(join(c.advertised_addresses.addresses), "ctl.example.org:8443");
         assert_defaults_except_required(&c);
+}
+
+/* Under systemd's StateDirectory= (a link into /var/lib/private/ with DynamicUser=) the database and the key
+ * file default to the resolved directory; an empty assignment restores that default too. */
+TEST(state_directory_from_systemd) {
+        _cleanup_(controller_config_done) ControllerConfig c = {};
+        char real[PATH_MAX], link[PATH_MAX], want[PATH_MAX + 32];
+        const char *dir = confdir_new();
+
+        snprintf(real, sizeof(real), "%s/private-ctl", test_tmpdir());
+        snprintf(link, sizeof(link), "%s/ztna-controller", test_tmpdir());
+        ASSERT_OK(mkdir(real, 0700));
+        ASSERT_OK(symlink(real, link));
+        ASSERT_TRUE(unsetenv("TRUST_DOMAIN") == 0);
+        ASSERT_TRUE(setenv("STATE_DIRECTORY", link, 1) == 0);
+
+        put(dir, "controller.conf", BASE "[Storage]\nDatabase=/elsewhere/db\nDatabase=\n");
+        capture_begin();
+        ASSERT_EQ(controller_config_load(dir, &c), 0);
+        ASSERT_STREQ(test_capture_stderr_end(), "");
+        snprintf(want, sizeof(want), "%s/controller.db", real);
+        ASSERT_STREQ(c.database, want);
+        snprintf(want, sizeof(want), "%s/kek", real);
+        ASSERT_STREQ(c.key_file, want);
+        ASSERT_TRUE(unsetenv("STATE_DIRECTORY") == 0);
 }
 
 TEST(init_alone_lacks_the_required_keys) {

@@ -4,6 +4,8 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -455,4 +457,44 @@ TEST(write_at_refuses_bad_arguments) {
                 ASSERT_TRUE(fd >= 0);
                 ASSERT_ERROR(write_file_atomic_at(fd, "x", "a", 1, 0600, 0), ENOTDIR);
         }
+}
+
+/* systemd's StateDirectory= under DynamicUser=: $STATE_DIRECTORY is a link into /var/lib/private/; the
+ * resolved directory comes back, so that opens refusing links work. */
+TEST(state_directory_from_environment) {
+        char real[PATH_MAX], link[PATH_MAX], both[2 * PATH_MAX + 2], *d = NULL;
+
+        snprintf(real, sizeof(real), "%s/private-state", test_tmpdir());
+        snprintf(link, sizeof(link), "%s/state-link", test_tmpdir());
+        ASSERT_OK(mkdir(real, 0700));
+        ASSERT_OK(symlink("private-state", link));
+
+        ASSERT_OK(unsetenv("STATE_DIRECTORY"));
+        ASSERT_OK(state_directory_from_environment(&d));
+        ASSERT_TRUE(d == NULL);
+
+        ASSERT_OK(setenv("STATE_DIRECTORY", link, 1));
+        ASSERT_OK(state_directory_from_environment(&d));
+        ASSERT_STREQ(d, real);
+        free(d);
+
+        /* Several directories: the first one. */
+        snprintf(both, sizeof(both), "%s:%s", link, test_tmpdir());
+        ASSERT_OK(setenv("STATE_DIRECTORY", both, 1));
+        ASSERT_OK(state_directory_from_environment(&d));
+        ASSERT_STREQ(d, real);
+        free(d);
+
+        /* Not resolvable: as it is, for the open that follows to report. Relative or empty: none. */
+        ASSERT_OK(setenv("STATE_DIRECTORY", "/nonexistent/ztna-state", 1));
+        ASSERT_OK(state_directory_from_environment(&d));
+        ASSERT_STREQ(d, "/nonexistent/ztna-state");
+        free(d);
+        ASSERT_OK(setenv("STATE_DIRECTORY", "relative/dir", 1));
+        ASSERT_OK(state_directory_from_environment(&d));
+        ASSERT_TRUE(d == NULL);
+        ASSERT_OK(setenv("STATE_DIRECTORY", "", 1));
+        ASSERT_OK(state_directory_from_environment(&d));
+        ASSERT_TRUE(d == NULL);
+        ASSERT_OK(unsetenv("STATE_DIRECTORY"));
 }

@@ -6,6 +6,8 @@
 #include <stdlib.h>
 #include <stdio.h>
 #include <string.h>
+#include <grp.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -164,6 +166,7 @@ TEST(memory_roundtrip) {
                   KEYRING_MODE_MEMORY);
         ASSERT_FALSE(keyring_secret_in_kernel(s));
         ASSERT_EQ(keyring_secret_kernel_error(s), 0);
+        ASSERT_EQ(keyring_secret_lock_error(s), 0);
         ASSERT_EQ(keyring_secret_serial(s), -ENXIO);
         ASSERT_UEQ(keyring_secret_size(s), sizeof(secret_text) - 1);
         assert_reads(s, secret_text, sizeof(secret_text) - 1);
@@ -174,6 +177,30 @@ TEST(memory_roundtrip) {
         ASSERT_EQ(locked_dontdump_mappings(), before + 2);
         ASSERT_NULL(keyring_secret_free(t));
         ASSERT_EQ(locked_dontdump_mappings(), before + 1);
+}
+
+/* Where mlock() is refused (RLIMIT_MEMLOCK 0 for an unprivileged user here; a container's seccomp filter in
+ * nspawn), the secret is still kept — non-dumpable, readable, unlocked — and the refusal is reported for the
+ * caller's warning. (ASan makes mlock() a no-op that never fails: nothing to check there.) */
+TEST(memory_unlockable) {
+        _cleanup_(keyring_secret_freep) KeyringSecret *s = NULL;
+        struct rlimit none = { 0, 0 };
+
+        if (strcmp(LOCK_FLAG, "") == 0)
+                test_skip("mlock() is a no-op under ASan");
+        if (geteuid() == 0) {
+                /* Root's CAP_IPC_LOCK ignores RLIMIT_MEMLOCK: be nobody (this case runs in its own child). */
+                ASSERT_OK(setgroups(0, NULL));
+                ASSERT_OK(setresgid(65534, 65534, 65534));
+                ASSERT_OK(setresuid(65534, 65534, 65534));
+        }
+        ASSERT_OK(setrlimit(RLIMIT_MEMLOCK, &none));
+
+        ASSERT_EQ(keyring_secret_new("ztna-unlocked", secret_text, sizeof(secret_text) - 1, KEYRING_FORCE_MEMORY,
+                                     &s),
+                  KEYRING_MODE_MEMORY);
+        ASSERT_TRUE(keyring_secret_lock_error(s) == -EPERM || keyring_secret_lock_error(s) == -ENOMEM);
+        assert_reads(s, secret_text, sizeof(secret_text) - 1);
 }
 
 TEST(memory_largest) {
