@@ -12,7 +12,7 @@ function __ztnactl_words
         if test $skip -eq 1
             set skip 0
         else if contains -- $t --role --id --network --group --ttl --output --reason --description --address \
-                --ports --protocol --alias
+                --ports --protocol --alias --token-file
             set skip 1
         else if not string match -q -- '-*' $t
             set -a words $t
@@ -48,7 +48,8 @@ function __ztnactl_agents
     end
 end
 
-# Names of networks, resources and groups: the first column of their list (names with spaces are skipped).
+# Names of networks, resources, groups and admins: the first column of their list (names with spaces are
+# skipped).
 function __ztnactl_names -a kind
     ztnactl --no-legend --no-ask-password $kind list 2>/dev/null | while read -l name rest
         printf '%s\n' $name
@@ -71,7 +72,7 @@ function __ztnactl_n_args
         if test $skip -eq 1
             set skip 0
         else if contains -- $t --role --id --network --group --ttl --output --reason --description --address \
-                --ports --protocol --alias
+                --ports --protocol --alias --token-file
             set skip 1
         else if not string match -q -- '-*' $t
             set n (math $n + 1)
@@ -102,6 +103,8 @@ complete -c ztnactl -n __ztnactl_needs_object -a network -d 'Remote networks'
 complete -c ztnactl -n __ztnactl_needs_object -a resource -d 'Private resources in remote networks'
 complete -c ztnactl -n __ztnactl_needs_object -a group -d 'Groups of tunnelers'
 complete -c ztnactl -n __ztnactl_needs_object -a policy -d 'Which group may reach which resource'
+complete -c ztnactl -n __ztnactl_needs_object -a admin -d 'Administrators of the API and dashboard'
+complete -c ztnactl -n __ztnactl_needs_object -a enroll -d 'Enroll an agent on this host with a token'
 
 complete -c ztnactl -n '__ztnactl_needs_verb token' -a create -d 'Create a one-time enrollment token'
 complete -c ztnactl -n '__ztnactl_needs_verb token' -a list -d 'List tokens'
@@ -126,7 +129,11 @@ complete -c ztnactl -n '__ztnactl_needs_verb group' -a remove-member -d 'Remove 
 complete -c ztnactl -n '__ztnactl_needs_verb policy' -a create -d 'Grant a group a resource'
 complete -c ztnactl -n '__ztnactl_needs_verb policy' -a delete -d 'Withdraw a grant'
 complete -c ztnactl -n '__ztnactl_needs_verb policy' -a list -d 'List policies'
-for c in status health
+complete -c ztnactl -n '__ztnactl_needs_verb admin' -a create -d 'Create an administrator'
+complete -c ztnactl -n '__ztnactl_needs_verb admin' -a delete -d 'Delete an administrator'
+complete -c ztnactl -n '__ztnactl_needs_verb admin' -a list -d 'List administrators'
+complete -c ztnactl -n '__ztnactl_needs_verb admin' -a passwd -d "Set an administrator's password"
+for c in status health enroll
     complete -c ztnactl -n "__ztnactl_needs_verb $c" -a connector -d ztna-connector
     complete -c ztnactl -n "__ztnactl_needs_verb $c" -a tunneler -d ztna-tunneler
 end
@@ -166,4 +173,12 @@ end
 for v in create delete
     complete -c ztnactl -n "__ztnactl_arg policy $v 0" -a '(__ztnactl_names group)'
     complete -c ztnactl -n "__ztnactl_arg policy $v 1" -a '(__ztnactl_names resource)'
+end
+for v in delete passwd
+    complete -c ztnactl -n "__ztnactl_arg admin $v 0" -a '(__ztnactl_names admin)'
+end
+
+for r in connector tunneler
+    complete -c ztnactl -n "__ztnactl_using enroll $r" -l token-file -r -F -a - \
+        -d 'Read the token from FILE, or - for stdin'
 end
