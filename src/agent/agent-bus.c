@@ -11,6 +11,7 @@
  * from the manager's done callback. */
 
 #include <assert.h>
+#include <unistd.h>
 #include <stdio.h>
 #include <string.h>
 #include <systemd/sd-bus.h>
@@ -185,6 +186,27 @@ static int property_get_version(sd_bus *bus, const char *path, const char *inter
         return sd_bus_message_append(reply, "s", PROJECT_VERSION);
 }
 
+/* Who may call a mutating method. On the system bus polkit decides (asynchronously: 0 means it was asked).
+ * In user mode (the session bus of a desktop tunneler) the agent is the user's own process: the user may
+ * manage it, nobody else may, and no polkit is involved (polkit's answer for a session-bus daemon would
+ * be about the wrong thing: it only knows system-wide actions). */
+static int bus_verify_caller(AgentManager *m, sd_bus_message *message, const char *action, sd_bus_error *error) {
+        _cleanup_(sd_bus_creds_unrefp) sd_bus_creds *creds = NULL;
+        uid_t uid;
+        int r;
+
+        if (!m->user_mode)
+                return bus_verify_polkit_async(message, action, NULL, &m->polkit_registry, error);
+
+        r = sd_bus_query_sender_creds(message, SD_BUS_CREDS_EUID, &creds);
+        if (r >= 0)
+                r = sd_bus_creds_get_euid(creds, &uid);
+        if (r < 0 || uid != getuid())
+                return sd_bus_error_set(error, SD_BUS_ERROR_ACCESS_DENIED,
+                                        "Only the user running this agent may change it.");
+        return 1;
+}
+
 static int method_enroll(sd_bus_message *message, void *userdata, sd_bus_error *error) {
         AgentManager *m = userdata;
         const char *token;
@@ -210,7 +232,7 @@ static int method_enroll(sd_bus_message *message, void *userdata, sd_bus_error *
         if (r < 0)
                 return r;
 
-        r = bus_verify_polkit_async(message, AGENT_POLKIT_ACTION_ENROLL, NULL, &m->polkit_registry, error);
+        r = bus_verify_caller(m, message, AGENT_POLKIT_ACTION_ENROLL, error);
         if (r < 0)
                 return r;
         if (r == 0)
@@ -237,7 +259,7 @@ static int bus_rotate(sd_bus_message *message, AgentManager *m, bool new_key, sd
         r = bus_check_state(m, /* enroll= */ false, error);
         if (r < 0)
                 return r;
-        r = bus_verify_polkit_async(message, AGENT_POLKIT_ACTION_ROTATE, NULL, &m->polkit_registry, error);
+        r = bus_verify_caller(m, message, AGENT_POLKIT_ACTION_ROTATE, error);
         if (r < 0)
                 return r;
         if (r == 0)
@@ -270,7 +292,7 @@ static int method_reconnect(sd_bus_message *message, void *userdata, sd_bus_erro
         r = bus_check_state(m, /* enroll= */ false, error);
         if (r < 0)
                 return r;
-        r = bus_verify_polkit_async(message, AGENT_POLKIT_ACTION_RECONNECT, NULL, &m->polkit_registry, error);
+        r = bus_verify_caller(m, message, AGENT_POLKIT_ACTION_RECONNECT, error);
         if (r < 0)
                 return r;
         if (r == 0)

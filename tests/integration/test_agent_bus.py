@@ -445,3 +445,24 @@ def test_ztnactl_enroll(ctl, agents, tmp_path):
     assert p.returncode == 1 and "systemctl start ztna-connector" in p.stderr, p.stderr
     p = ctl.ztnactl("--json", "enroll", "connector", f"--token-file={t3['file']}", check=False)
     assert p.returncode == 1 and p.stdout == ""
+
+
+def test_user_mode_trusts_its_own_user_only(ctl, agents, tmp_path, polkit):
+    """A desktop tunneler (`run --user`, on the session bus) is managed by the user running it, without
+    polkit (which knows only system-wide actions); any other user is refused, and polkit is never asked."""
+    a = agents("tunneler", "tun-user")
+    a.make_kek()
+    a.start("--user")
+    t = token_file(ctl, tmp_path / "t", "tunneler")
+    secret = (tmp_path / "t").read_text().strip()
+
+    assert bus_error(a, "Enroll", "s", secret, user=NOBODY)[0] == ACCESS_DENIED
+    assert polkit.checks() == []
+    assert controller_tokens(ctl)[t["id"]]["state"] == "active"
+
+    # The same user as the agent (root here): no polkit rule allows it, and none is needed.
+    assert bus_call(a, "Enroll", "s", secret) == ("ok", a.spiffe_id())
+    a.wait_state("online", ONLINE_TIMEOUT)
+    assert bus_error(a, "Reconnect", user=NOBODY)[0] == ACCESS_DENIED
+    assert bus_call(a, "Reconnect")[0] == "ok"
+    assert polkit.checks() == []
