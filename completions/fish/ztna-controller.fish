@@ -38,6 +38,8 @@ complete -c ztna-controller -l confdir -x -a '(__fish_complete_directories)' \
     -d 'Read controller.conf and controller.conf.d/ from DIR'
 complete -c ztna-controller -n __ztna_controller_may_be_init -l if-needed \
     -d 'init: succeed quietly when the database already holds a CA'
+complete -c ztna-controller -n __ztna_controller_may_be_init -l admin -x \
+    -d 'init: also create this administrator of the admin API'
 
 complete -c ztna-controller -n __ztna_controller_needs_command -a init \
     -d 'Create the root and issuing CA and the database'

@@ -57,6 +57,20 @@ static const AuditEventInfo audit_events[_AUDIT_EVENT_MAX] = {
         [AUDIT_POLICY_CHANGED] = { "policy-changed", "a6968a05597f44ad89e3f90e901b4051", LOG_NOTICE,
                                    "Access policy changed for %s." },
         [AUDIT_FLOW] = { "flow", "7954fc54cd3f4276aac5ea3955cc9444", LOG_INFO, "Flow of %s reported by a connector." },
+        [AUDIT_ADMIN_CREATED] = { "admin-created", "7ef34725667f4a09a1a434e010c211da", LOG_NOTICE,
+                                  "Administrator %s created." },
+        [AUDIT_ADMIN_DELETED] = { "admin-deleted", "100971bf2eb44445bed4b7ecc27c0b04", LOG_NOTICE,
+                                  "Administrator %s deleted." },
+        [AUDIT_ADMIN_PASSWORD_CHANGED] = { "admin-password-changed", "d849a9e7097043969cb5fbd2785c40e7",
+                                           LOG_NOTICE, "Password of administrator %s changed." },
+        [AUDIT_LOGIN_SUCCEEDED] = { "login-succeeded", "14a85aebe5e447c9bd6828f29e1a0543", LOG_NOTICE,
+                                    "Administrator %s logged in." },
+        [AUDIT_LOGIN_FAILED] = { "login-failed", "346ba955c5e24a8ba50369ef667a210e", LOG_WARNING,
+                                 "Login as %s refused." },
+        [AUDIT_API_TOKEN_CREATED] = { "api-token-created", "d6400103234c470a8ab33c3eb23dac6c", LOG_NOTICE,
+                                      "API token %s created." },
+        [AUDIT_API_TOKEN_REVOKED] = { "api-token-revoked", "fb60e2aa4b934d168f69bc1ba33eb8c4", LOG_NOTICE,
+                                      "API token %s revoked." },
 };
 
 /* Journal fields every record may carry (MESSAGE_ID, ZTNA_EVENT, ZTNA_ACTOR, ZTNA_SUBJECT, the five
@@ -158,10 +172,10 @@ static int audit_collect(const AuditRecord *r, char **fields, size_t *n, json_t 
 
 static bool audit_event_is_refusal(AuditEvent e) {
         return e == AUDIT_TOKEN_REFUSED || e == AUDIT_ENROLLMENT_REFUSED || e == AUDIT_RENEWAL_REFUSED ||
-               e == AUDIT_REAUTHENTICATION_REFUSED || e == AUDIT_CONTROL_REFUSED;
+               e == AUDIT_REAUTHENTICATION_REFUSED || e == AUDIT_CONTROL_REFUSED || e == AUDIT_LOGIN_FAILED;
 }
 
-/* Refusals are caused by whoever reaches the gRPC port, certificate or not. Beyond the burst they are only
+/* Refusals are caused by whoever reaches the gRPC port, certificate or not, or the admin port. Beyond the burst they are only
  * counted: a flood of bad enrollments must neither grow the database nor push the journal into journald's
  * per-service rate limit, which would then drop the entries that matter (tokens consumed, revocations).
  * One window for the process: there is one store. */

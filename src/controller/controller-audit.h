@@ -12,11 +12,11 @@
 
 #include "controller-store.h"
 
-/* Refusals (token, enrollment, renewal, re-authentication, control stream) recorded per
+/* Refusals (token, enrollment, renewal, re-authentication, control stream, admin login) recorded per
  * AUDIT_REFUSAL_INTERVAL at most, journal entry and row alike; beyond that they are counted, and one warning
- * gives the count when the next interval starts. Anyone who can reach the gRPC port can cause refusals:
- * neither the database nor the journal (whose rate limit would then drop the entries that matter) may grow
- * with them. */
+ * gives the count when the next interval starts. Anyone who can reach the gRPC or the admin port can cause
+ * refusals: neither the database nor the journal (whose rate limit would then drop the entries that matter)
+ * may grow with them. */
 #define AUDIT_REFUSAL_ROWS_BURST 200U
 #define AUDIT_REFUSAL_INTERVAL (60 * USEC_PER_SEC)
 /* Key/value pairs in AuditRecord.fields. */
@@ -43,6 +43,13 @@ typedef enum AuditEvent {
         AUDIT_CA_ROOT_ROTATION,
         AUDIT_POLICY_CHANGED,
         AUDIT_FLOW,
+        AUDIT_ADMIN_CREATED,
+        AUDIT_ADMIN_DELETED,
+        AUDIT_ADMIN_PASSWORD_CHANGED,
+        AUDIT_LOGIN_SUCCEEDED,
+        AUDIT_LOGIN_FAILED,
+        AUDIT_API_TOKEN_CREATED,
+        AUDIT_API_TOKEN_REVOKED,
         _AUDIT_EVENT_MAX,
         _AUDIT_EVENT_INVALID = -EINVAL,
 } AuditEvent;

@@ -4,7 +4,9 @@
  * the sd-bus layer (SD_BUS_VTABLE_UNPRIVILEGED) and to everyone by the bus policy
  * (dbus/org.ztna.Controller1.conf); polkit decides (polkit/org.ztna.controller.policy), root passes without
  * asking. Handlers keep the house order: read → validate → polkit → mutate → reply; polkit re-dispatches
- * the call once it has answered, so everything before the polkit check runs twice. */
+ * the call once it has answered, so everything before the polkit check runs twice. Methods that receive a
+ * password (CreateAdmin, SetAdminPassword) are SD_BUS_VTABLE_SENSITIVE and mark the call sensitive
+ * themselves, so its buffers are wiped when it is freed; the expensive hash runs after polkit, once. */
 
 #include <assert.h>
 #include <inttypes.h>
@@ -14,6 +16,7 @@
 #include "bus-util.h"
 #include "config.h"
 #include "controller-audit.h"
+#include "controller-auth.h"
 #include "controller-bus.h"
 #include "controller-ca.h"
 #include "controller-control.h"
@@ -40,12 +43,14 @@
 #define BUS_ERROR_ALREADY_MEMBER CONTROLLER_BUS_INTERFACE ".Error.AlreadyMember"
 #define BUS_ERROR_NOT_A_MEMBER CONTROLLER_BUS_INTERFACE ".Error.NotAMember"
 #define BUS_ERROR_TOO_MANY_GROUPS CONTROLLER_BUS_INTERFACE ".Error.TooManyGroups"
+#define BUS_ERROR_NO_SUCH_ADMIN CONTROLLER_BUS_INTERFACE ".Error.NoSuchAdmin"
 
 #define POLKIT_ACTION_READ "org.ztna.controller.read"
 #define POLKIT_ACTION_MANAGE_TOKENS "org.ztna.controller.manage-tokens"
 #define POLKIT_ACTION_MANAGE_AGENTS "org.ztna.controller.manage-agents"
 #define POLKIT_ACTION_MANAGE_CA "org.ztna.controller.manage-ca"
 #define POLKIT_ACTION_MANAGE_POLICY "org.ztna.controller.manage-policy"
+#define POLKIT_ACTION_MANAGE_ADMINS "org.ztna.controller.manage-admins"
 
 /* Longest "uid:<n>" actor string, NUL included. */
 #define BUS_ACTOR_MAX (STRLEN("uid:") + 10 + 1)
@@ -1686,6 +1691,167 @@ finish:
         return r;
 }
 
+/* --- administrators of the REST API and the dashboard --- */
+
+static int bus_check_admin_name(const char *name, sd_bus_error *error) {
+        if (store_admin_name_is_valid(name))
+                return 0;
+        return bus_invalid(error, "admin name", name,
+                           "expected 1-64 characters of a-z 0-9 . _ @ -, starting with a letter or digit");
+}
+
+/* CreateAdmin and SetAdminPassword: (name, password). The password lives in this message only: it is marked
+ * sensitive before it is read, so sd-bus wipes its buffers when the message is freed (the caller marks its
+ * copy too), and it is never logged or quoted in an error. */
+static int admin_set(sd_bus_message *message, Manager *m, bool create, sd_bus_error *error) {
+        const char *name, *password, *reason = NULL, *details[3] = {};
+        char actor[BUS_ACTOR_MAX];
+        int r;
+
+        r = sd_bus_message_sensitive(message);
+        if (r < 0)
+                return r;
+        r = sd_bus_message_read(message, "ss", &name, &password);
+        if (r < 0)
+                return r;
+
+        r = bus_check_admin_name(name, error);
+        if (r < 0)
+                return r;
+        r = auth_password_check(password, &reason);
+        if (r < 0)
+                return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS, "Invalid password: %s.", reason);
+
+        /* Whether the admin exists is only told to callers polkit allows. */
+        details[0] = "admin";
+        details[1] = name;
+        r = bus_verify_polkit_async(message, POLKIT_ACTION_MANAGE_ADMINS, details, &m->polkit_registry, error);
+        if (r < 0)
+                return r;
+        if (r == 0)
+                return 1;
+
+        r = bus_message_get_actor(message, actor);
+        if (r < 0)
+                return sd_bus_error_set_errnof(error, r, "Failed to identify the caller: %m");
+
+        if (create)
+                r = auth_admin_create(m->store, name, password, actor, &reason);
+        else
+                r = auth_admin_set_password(m->store, name, password, actor, &reason);
+        if (r == -EINVAL)
+                return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS, "Invalid request: %s.",
+                                         reason ?: "invalid admin name or password");
+        if (r == -EEXIST)
+                return sd_bus_error_setf(error, BUS_ERROR_ALREADY_EXISTS, "Admin '%s' already exists.", name);
+        if (r == -ENOENT)
+                return sd_bus_error_setf(error, BUS_ERROR_NO_SUCH_ADMIN, "No admin '%s'.", name);
+        if (r == -E2BIG)
+                return sd_bus_error_setf(error, SD_BUS_ERROR_LIMITS_EXCEEDED, "There are already %u admins.",
+                                         (unsigned) STORE_ADMINS_MAX);
+        if (r < 0)
+                return bus_internal_error(error, r, create ? "create an admin" : "set an admin's password");
+
+        return sd_bus_reply_method_return(message, NULL);
+}
+
+static int method_create_admin(sd_bus_message *message, void *userdata, sd_bus_error *error) {
+        assert(message);
+        assert(userdata);
+
+        return admin_set(message, userdata, /* create= */ true, error);
+}
+
+static int method_set_admin_password(sd_bus_message *message, void *userdata, sd_bus_error *error) {
+        assert(message);
+        assert(userdata);
+
+        return admin_set(message, userdata, /* create= */ false, error);
+}
+
+static int method_delete_admin(sd_bus_message *message, void *userdata, sd_bus_error *error) {
+        const char *name, *details[3] = {};
+        char actor[BUS_ACTOR_MAX];
+        Manager *m = userdata;
+        int r;
+
+        assert(message);
+        assert(m);
+
+        r = sd_bus_message_read(message, "s", &name);
+        if (r < 0)
+                return r;
+        r = bus_check_admin_name(name, error);
+        if (r < 0)
+                return r;
+
+        details[0] = "admin";
+        details[1] = name;
+        r = bus_verify_polkit_async(message, POLKIT_ACTION_MANAGE_ADMINS, details, &m->polkit_registry, error);
+        if (r < 0)
+                return r;
+        if (r == 0)
+                return 1;
+
+        r = bus_message_get_actor(message, actor);
+        if (r < 0)
+                return sd_bus_error_set_errnof(error, r, "Failed to identify the caller: %m");
+
+        r = auth_admin_delete(m->store, name, actor);
+        if (r == -ENOENT)
+                return sd_bus_error_setf(error, BUS_ERROR_NO_SUCH_ADMIN, "No admin '%s'.", name);
+        if (r < 0)
+                return bus_internal_error(error, r, "delete an admin");
+
+        return sd_bus_reply_method_return(message, NULL);
+}
+
+static int method_list_admins(sd_bus_message *message, void *userdata, sd_bus_error *error) {
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
+        StoreAdmin **admins = NULL;
+        Manager *m = userdata;
+        size_t n = 0;
+        int r;
+
+        assert(message);
+        assert(m);
+
+        r = bus_verify_polkit_async(message, POLKIT_ACTION_READ, NULL, &m->polkit_registry, error);
+        if (r < 0)
+                return r;
+        if (r == 0)
+                return 1;
+
+        r = store_admin_list(m->store, &admins, &n);
+        if (r < 0)
+                return bus_internal_error(error, r, "list admins");
+
+        /* Never the password hashes. */
+        r = sd_bus_message_new_method_return(message, &reply);
+        if (r < 0)
+                goto finish;
+        r = sd_bus_message_open_container(reply, 'a', "(sstttt)");
+        if (r < 0)
+                goto finish;
+        for (size_t i = 0; i < n; i++) {
+                const StoreAdmin *a = admins[i];
+
+                r = sd_bus_message_append(reply, "(sstttt)", a->name, a->created_by, (uint64_t) a->created_at,
+                                          (uint64_t) a->password_changed_at, (uint64_t) a->last_login_at,
+                                          (uint64_t) a->disabled_at);
+                if (r < 0)
+                        goto finish;
+        }
+        r = sd_bus_message_close_container(reply);
+        if (r < 0)
+                goto finish;
+        r = sd_bus_send(NULL, reply, NULL);
+
+finish:
+        store_admin_array_free(admins, n);
+        return r;
+}
+
 static const sd_bus_vtable controller_vtable[] = {
         SD_BUS_VTABLE_START(0),
 
@@ -1818,6 +1984,26 @@ static const sd_bus_vtable controller_vtable[] = {
                                 SD_BUS_NO_ARGS,
                                 SD_BUS_RESULT("a(sst)", policies),
                                 method_list_policies,
+                                SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD_WITH_ARGS("CreateAdmin",
+                                SD_BUS_ARGS("s", name, "s", password),
+                                SD_BUS_NO_RESULT,
+                                method_create_admin,
+                                SD_BUS_VTABLE_UNPRIVILEGED | SD_BUS_VTABLE_SENSITIVE),
+        SD_BUS_METHOD_WITH_ARGS("SetAdminPassword",
+                                SD_BUS_ARGS("s", name, "s", password),
+                                SD_BUS_NO_RESULT,
+                                method_set_admin_password,
+                                SD_BUS_VTABLE_UNPRIVILEGED | SD_BUS_VTABLE_SENSITIVE),
+        SD_BUS_METHOD_WITH_ARGS("DeleteAdmin",
+                                SD_BUS_ARGS("s", name),
+                                SD_BUS_NO_RESULT,
+                                method_delete_admin,
+                                SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD_WITH_ARGS("ListAdmins",
+                                SD_BUS_NO_ARGS,
+                                SD_BUS_RESULT("a(sstttt)", admins),
+                                method_list_admins,
                                 SD_BUS_VTABLE_UNPRIVILEGED),
 
         SD_BUS_VTABLE_END,

@@ -7,10 +7,11 @@
  * The public functions in controller-store.c validate every argument before they reach a backend, so a
  * backend method may rely on: non-NULL required pointers, every string valid UTF-8 of 1..STORE_STRING_MAX
  * bytes, SPIFFE IDs canonical, roles connector/tunneler, times ≤ INT64_MAX, list sizes within their
- * maximum, policy names policy_name_is_valid() and resource values in policy.h's canonical text. Every
- * successful mutation of the policy model (and store_agent_revoke(), and store_enroll() of a tunneler) bumps
- * the policy revision inside the mutation's own transaction; a failed one leaves it alone. The backend owns
- * transactions, SQL and the mapping of its errors to negative errno values. */
+ * maximum, policy names policy_name_is_valid() and resource values in policy.h's canonical text, admin names
+ * store_admin_name_is_valid(), credential ids and secret hashes not all zero. Every successful mutation of
+ * the policy model (and store_agent_revoke(), and store_enroll() of a tunneler) bumps the policy revision
+ * inside the mutation's own transaction; a failed one leaves it alone. The backend owns transactions, SQL
+ * and the mapping of its errors to negative errno values. */
 
 #include "controller-store.h"
 
@@ -66,6 +67,28 @@ typedef struct StoreVtable {
         int (*policy_delete)(Store *s, const char *group, const char *resource);
         int (*policy_list)(Store *s, StorePolicy **ret, size_t *ret_n);
         int (*policy_revision)(Store *s, uint64_t *ret);
+
+        int (*admin_create)(Store *s, const StoreAdmin *a);
+        int (*admin_get)(Store *s, const char *name, StoreAdmin **ret);
+        int (*admin_list)(Store *s, StoreAdmin ***ret, size_t *ret_n);
+        int (*admin_delete)(Store *s, const char *name);
+        int (*admin_set_password)(Store *s, const char *name, const char *password_hash, usec_t now);
+        int (*admin_set_disabled)(Store *s, const char *name, usec_t disabled_at);
+        int (*admin_touch_login)(Store *s, const char *name, usec_t now);
+
+        int (*api_token_create)(Store *s, const StoreApiToken *t);
+        int (*api_token_get)(Store *s, const uint8_t id[STORE_CREDENTIAL_ID_SIZE], StoreApiToken **ret);
+        int (*api_token_list)(Store *s, const char *admin, StoreApiToken ***ret, size_t *ret_n);
+        int (*api_token_revoke)(Store *s, const uint8_t id[STORE_CREDENTIAL_ID_SIZE], usec_t now);
+        int (*api_token_delete)(Store *s, const uint8_t id[STORE_CREDENTIAL_ID_SIZE]);
+        int (*api_token_touch)(Store *s, const uint8_t id[STORE_CREDENTIAL_ID_SIZE], usec_t now);
+
+        int (*session_create)(Store *s, const StoreSession *session);
+        int (*session_get)(Store *s, const uint8_t id[STORE_CREDENTIAL_ID_SIZE], StoreSession **ret);
+        int (*session_list)(Store *s, const char *admin, StoreSession ***ret, size_t *ret_n);
+        int (*session_delete)(Store *s, const uint8_t id[STORE_CREDENTIAL_ID_SIZE]);
+        int (*session_touch)(Store *s, const uint8_t id[STORE_CREDENTIAL_ID_SIZE], usec_t now);
+        int (*sessions_delete_expired)(Store *s, usec_t now, usec_t idle_timeout);
 
         int (*audit_append)(Store *s, const StoreAuditEvent *e, int64_t *ret_seq);
         int (*audit_list)(Store *s, const StoreAuditFilter *f, StoreAuditEvent ***ret, size_t *ret_n);

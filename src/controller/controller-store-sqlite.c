@@ -12,7 +12,8 @@
  * come back in the order they were given and can be queried. Token ids are stored as lower-case hex (what
  * listings show), hashes, keys and certificates as BLOBs. The policy model (networks, resources,
  * policy_groups, policies) is held together by foreign keys; its revision is a one-row counter bumped by
- * every write that changes who may reach what, inside that write's transaction. */
+ * every write that changes who may reach what, inside that write's transaction. Admins own their API tokens
+ * and sessions through ON DELETE CASCADE; their ids are lower-case hex like token ids. */
 
 #include <assert.h>
 #include <fcntl.h>
@@ -180,6 +181,45 @@ static const char *const migrations[] = {
         /* Members of a group, and connectors of a network, are looked up by value. */
         "CREATE INDEX agent_groups_name ON agent_groups (name, agent);"
         "CREATE INDEX agents_remote_network ON agents (remote_network) WHERE role = 'connector';",
+
+        /* 4: administrators, their API tokens and their sessions. Only verifiers are stored: the argon2id
+         * encoded string of a password, SHA-256 of token, session and CSRF secrets. An admin's tokens and
+         * sessions go with it. A revoked token frees its name for a new one. */
+        "CREATE TABLE admins ("
+        "        name TEXT PRIMARY KEY NOT NULL,"
+        "        password_hash TEXT NOT NULL CHECK (password_hash LIKE '$argon2id$%'),"
+        "        created_by TEXT NOT NULL,"
+        "        created_at INTEGER NOT NULL,"
+        "        password_changed_at INTEGER NOT NULL,"
+        "        disabled_at INTEGER,"
+        "        last_login_at INTEGER"
+        ");"
+        "CREATE TABLE api_tokens ("
+        "        id TEXT PRIMARY KEY NOT NULL CHECK (length(id) = 32),"
+        "        name TEXT NOT NULL,"
+        "        admin TEXT NOT NULL REFERENCES admins (name) ON DELETE CASCADE,"
+        "        scope TEXT NOT NULL CHECK (scope IN ('read', 'read-write')),"
+        "        secret_hash BLOB NOT NULL CHECK (length(secret_hash) = 32),"
+        "        created_at INTEGER NOT NULL,"
+        "        expires_at INTEGER NOT NULL,"
+        "        last_used_at INTEGER,"
+        "        revoked_at INTEGER"
+        ");"
+        "CREATE INDEX api_tokens_admin ON api_tokens (admin, created_at);"
+        "CREATE UNIQUE INDEX api_tokens_live_name ON api_tokens (admin, name) WHERE revoked_at IS NULL;"
+        "CREATE TABLE sessions ("
+        "        id TEXT PRIMARY KEY NOT NULL CHECK (length(id) = 32),"
+        "        admin TEXT NOT NULL REFERENCES admins (name) ON DELETE CASCADE,"
+        "        secret_hash BLOB NOT NULL CHECK (length(secret_hash) = 32),"
+        "        csrf_hash BLOB NOT NULL CHECK (length(csrf_hash) = 32),"
+        "        created_at INTEGER NOT NULL,"
+        "        expires_at INTEGER NOT NULL,"
+        "        last_seen_at INTEGER NOT NULL,"
+        "        address TEXT,"
+        "        user_agent TEXT"
+        ");"
+        "CREATE INDEX sessions_admin ON sessions (admin, last_seen_at);"
+        "CREATE INDEX sessions_expires ON sessions (expires_at);",
 };
 
 unsigned store_sqlite_migrations_count(void) {
@@ -2020,6 +2060,639 @@ static int sqlite_policy_revision(Store *store, uint64_t *ret) {
         return 0;
 }
 
+/* Admins, API tokens, sessions */
+
+/* The migration that adds them: a store opened as if by older code has no such tables. */
+#define MIGRATION_AUTH 4U
+
+_Static_assert(STORE_CREDENTIAL_ID_SIZE == TOKEN_ID_SIZE, "credential ids are stored like token ids");
+
+static int auth_schema_check(SqliteStore *s) {
+        if (s->n_migrations < MIGRATION_AUTH)
+                return log_debug_errno(EOPNOTSUPP, "SQLite: the schema has no admins (version %u).",
+                                       s->n_migrations);
+        return 0;
+}
+
+/* Runs st, which changes at most one row: -ENOENT when it changed none. */
+static int step_one_change(SqliteStore *s, sqlite3_stmt *st) {
+        int r;
+
+        r = step_done(s, st);
+        if (r < 0)
+                return r;
+        return sqlite3_changes(s->db) == 0 ? -ENOENT : 0;
+}
+
+/* The single integer sql (parameter ?1: key, may be NULL for none) returns. */
+static int query_int64(SqliteStore *s, const char *sql, const char *key, int64_t *ret) {
+        _cleanup_(sqlite3_finalizep) sqlite3_stmt *st = NULL;
+        int r;
+
+        r = key ? prepare_text(s, sql, key, &st) : prepare(s, sql, &st);
+        if (r < 0)
+                return r;
+        r = step_row(s, st);
+        if (r < 0)
+                return r;
+        if (sqlite3_column_type(st, 0) != SQLITE_INTEGER)
+                return corrupt(st, 0);
+        *ret = sqlite3_column_int64(st, 0);
+        return 0;
+}
+
+/* Binds a credential id to parameter ?n of st as lower-case hex, written to hex (which outlives the step). */
+static int bind_credential_id(SqliteStore *s, sqlite3_stmt *st, int n,
+                              const uint8_t id[STORE_CREDENTIAL_ID_SIZE], char hex[static TOKEN_ID_HEX_SIZE]) {
+        if (bind_text(st, n, token_id_hex(id, hex)) != SQLITE_OK)
+                return sqlite_bind_error(s);
+        return 0;
+}
+
+static int prepare_credential_id(SqliteStore *s, const char *sql, const uint8_t id[STORE_CREDENTIAL_ID_SIZE],
+                                 char hex[static TOKEN_ID_HEX_SIZE], sqlite3_stmt **ret) {
+        return prepare_text(s, sql, token_id_hex(id, hex), ret);
+}
+
+#define ADMIN_COLUMNS \
+        "name, password_hash, created_by, created_at, password_changed_at, disabled_at, last_login_at"
+#define ADMIN_EXISTS "SELECT 1 FROM admins WHERE name = ?1"
+
+static int admin_from_row(SqliteStore *s, sqlite3_stmt *st, StoreAdmin **ret) {
+        _cleanup_(store_admin_freep) StoreAdmin *a = NULL;
+        int r;
+
+        a = calloc(1, sizeof(*a));
+        if (!a)
+                return -ENOMEM;
+        if ((r = column_text(st, 0, true, &a->name)) < 0 ||
+            (r = column_text(st, 1, true, &a->password_hash)) < 0 ||
+            (r = column_text(st, 2, true, &a->created_by)) < 0 ||
+            (r = column_time(st, 3, true, &a->created_at)) < 0 ||
+            (r = column_time(st, 4, true, &a->password_changed_at)) < 0 ||
+            (r = column_time(st, 5, false, &a->disabled_at)) < 0 ||
+            (r = column_time(st, 6, false, &a->last_login_at)) < 0)
+                return r;
+        *ret = TAKE_PTR(a);
+        return 0;
+}
+
+DEFINE_ROW_LIST(admin_rows, StoreAdmin, admin_from_row, store_admin_array_free);
+
+static int sqlite_admin_create(Store *store, const StoreAdmin *a) {
+        _cleanup_(tx_rollbackp) SqliteStore *tx = NULL;
+        _cleanup_(sqlite3_finalizep) sqlite3_stmt *st = NULL;
+        SqliteStore *s = SQLITE_STORE(store);
+        int64_t n;
+        int r;
+
+        r = auth_schema_check(s);
+        if (r < 0)
+                return r;
+        r = tx_begin(s, true, &tx);
+        if (r < 0)
+                return r;
+        r = query_int64(s, "SELECT COUNT(*) FROM admins", NULL, &n);
+        if (r < 0)
+                return r;
+        if (n >= STORE_ADMINS_MAX)
+                return log_debug_errno(E2BIG, "SQLite: already %d admins.", STORE_ADMINS_MAX);
+        r = prepare(s,
+                    "INSERT INTO admins (name, password_hash, created_by, created_at, password_changed_at) "
+                    "VALUES (?1, ?2, ?3, ?4, ?4)",
+                    &st);
+        if (r < 0)
+                return r;
+        if (bind_text(st, 1, a->name) != SQLITE_OK || bind_text(st, 2, a->password_hash) != SQLITE_OK ||
+            bind_text(st, 3, a->created_by) != SQLITE_OK || bind_time(st, 4, a->created_at) != SQLITE_OK)
+                return sqlite_bind_error(s);
+        /* A duplicate name is a primary key conflict: -EEXIST. */
+        return step_done_commit(s, st, &tx);
+}
+
+static int sqlite_admin_get(Store *store, const char *name, StoreAdmin **ret) {
+        _cleanup_(sqlite3_finalizep) sqlite3_stmt *st = NULL;
+        SqliteStore *s = SQLITE_STORE(store);
+        int r;
+
+        r = auth_schema_check(s);
+        if (r < 0)
+                return r;
+        r = prepare_text(s, "SELECT " ADMIN_COLUMNS " FROM admins WHERE name = ?1", name, &st);
+        if (r < 0)
+                return r;
+        r = step_row(s, st);
+        if (r < 0)
+                return r;
+        return admin_from_row(s, st, ret);
+}
+
+static int sqlite_admin_list(Store *store, StoreAdmin ***ret, size_t *ret_n) {
+        _cleanup_(sqlite3_finalizep) sqlite3_stmt *st = NULL;
+        SqliteStore *s = SQLITE_STORE(store);
+        int r;
+
+        r = auth_schema_check(s);
+        if (r < 0)
+                return r;
+        r = prepare(s, "SELECT " ADMIN_COLUMNS " FROM admins ORDER BY name", &st);
+        if (r < 0)
+                return r;
+        return query_list(s, st, &admin_rows, STORE_ADMINS_MAX, NULL, (void **) ret, ret_n);
+}
+
+static int sqlite_admin_delete(Store *store, const char *name) {
+        _cleanup_(tx_rollbackp) SqliteStore *tx = NULL;
+        _cleanup_(sqlite3_finalizep) sqlite3_stmt *st = NULL;
+        SqliteStore *s = SQLITE_STORE(store);
+        int r;
+
+        r = auth_schema_check(s);
+        if (r < 0)
+                return r;
+        r = tx_begin(s, true, &tx);
+        if (r < 0)
+                return r;
+        /* Its API tokens and sessions go with it (ON DELETE CASCADE), in this transaction. */
+        r = prepare_text(s, "DELETE FROM admins WHERE name = ?1", name, &st);
+        if (r < 0)
+                return r;
+        r = step_one_change(s, st);
+        if (r < 0)
+                return r;
+        return tx_commit(&tx);
+}
+
+/* Inside a write transaction: ends every session of the admin. */
+static int admin_end_sessions(SqliteStore *s, const char *name) {
+        _cleanup_(sqlite3_finalizep) sqlite3_stmt *st = NULL;
+        int r;
+
+        r = prepare_text(s, "DELETE FROM sessions WHERE admin = ?1", name, &st);
+        if (r < 0)
+                return r;
+        return step_done(s, st);
+}
+
+static int sqlite_admin_set_password(Store *store, const char *name, const char *password_hash, usec_t now) {
+        _cleanup_(tx_rollbackp) SqliteStore *tx = NULL;
+        _cleanup_(sqlite3_finalizep) sqlite3_stmt *st = NULL;
+        SqliteStore *s = SQLITE_STORE(store);
+        int r;
+
+        r = auth_schema_check(s);
+        if (r < 0)
+                return r;
+        r = tx_begin(s, true, &tx);
+        if (r < 0)
+                return r;
+        r = prepare(s, "UPDATE admins SET password_hash = ?1, password_changed_at = ?2 WHERE name = ?3", &st);
+        if (r < 0)
+                return r;
+        if (bind_text(st, 1, password_hash) != SQLITE_OK || bind_time(st, 2, now) != SQLITE_OK ||
+            bind_text(st, 3, name) != SQLITE_OK)
+                return sqlite_bind_error(s);
+        r = step_one_change(s, st);
+        if (r < 0)
+                return r;
+        /* Whoever knew the old password is logged out with it. */
+        r = admin_end_sessions(s, name);
+        if (r < 0)
+                return r;
+        return tx_commit(&tx);
+}
+
+static int sqlite_admin_set_disabled(Store *store, const char *name, usec_t disabled_at) {
+        _cleanup_(tx_rollbackp) SqliteStore *tx = NULL;
+        _cleanup_(sqlite3_finalizep) sqlite3_stmt *st = NULL;
+        SqliteStore *s = SQLITE_STORE(store);
+        int r;
+
+        r = auth_schema_check(s);
+        if (r < 0)
+                return r;
+        r = tx_begin(s, true, &tx);
+        if (r < 0)
+                return r;
+        r = prepare(s, "UPDATE admins SET disabled_at = ?1 WHERE name = ?2", &st);
+        if (r < 0)
+                return r;
+        if (bind_time_or_null(st, 1, disabled_at) != SQLITE_OK || bind_text(st, 2, name) != SQLITE_OK)
+                return sqlite_bind_error(s);
+        r = step_one_change(s, st);
+        if (r < 0)
+                return r;
+        if (disabled_at != 0) {
+                r = admin_end_sessions(s, name);
+                if (r < 0)
+                        return r;
+        }
+        return tx_commit(&tx);
+}
+
+static int sqlite_admin_touch_login(Store *store, const char *name, usec_t now) {
+        _cleanup_(sqlite3_finalizep) sqlite3_stmt *st = NULL;
+        SqliteStore *s = SQLITE_STORE(store);
+        int r;
+
+        r = auth_schema_check(s);
+        if (r < 0)
+                return r;
+        /* One statement: atomic without a transaction of its own. */
+        r = prepare(s, "UPDATE admins SET last_login_at = ?1 WHERE name = ?2", &st);
+        if (r < 0)
+                return r;
+        if (bind_time(st, 1, now) != SQLITE_OK || bind_text(st, 2, name) != SQLITE_OK)
+                return sqlite_bind_error(s);
+        return step_one_change(s, st);
+}
+
+/* API tokens */
+
+#define API_TOKEN_COLUMNS \
+        "id, name, admin, scope, secret_hash, created_at, expires_at, last_used_at, revoked_at"
+
+static int scope_from_string(const char *s) {
+        return store_scope_from_string(s);
+}
+
+static int api_token_from_row(SqliteStore *s, sqlite3_stmt *st, StoreApiToken **ret) {
+        _cleanup_(store_api_token_freep) StoreApiToken *t = NULL;
+        int scope = 0, r;
+
+        t = calloc(1, sizeof(*t));
+        if (!t)
+                return -ENOMEM;
+        if ((r = column_token_id(st, 0, t->id)) < 0 ||
+            (r = column_text(st, 1, true, &t->name)) < 0 ||
+            (r = column_text(st, 2, true, &t->admin)) < 0 ||
+            (r = column_enum(st, 3, scope_from_string, &scope)) < 0 ||
+            (r = column_blob_fixed(st, 4, false, t->secret_hash, STORE_SECRET_HASH_SIZE)) < 0 ||
+            (r = column_time(st, 5, true, &t->created_at)) < 0 ||
+            (r = column_time(st, 6, true, &t->expires_at)) < 0 ||
+            (r = column_time(st, 7, false, &t->last_used_at)) < 0 ||
+            (r = column_time(st, 8, false, &t->revoked_at)) < 0)
+                return r;
+        t->scope = scope;
+        *ret = TAKE_PTR(t);
+        return 0;
+}
+
+DEFINE_ROW_LIST(api_token_rows, StoreApiToken, api_token_from_row, store_api_token_array_free);
+
+static int sqlite_api_token_create(Store *store, const StoreApiToken *t) {
+        _cleanup_(tx_rollbackp) SqliteStore *tx = NULL;
+        _cleanup_(sqlite3_finalizep) sqlite3_stmt *st = NULL;
+        SqliteStore *s = SQLITE_STORE(store);
+        char hex[TOKEN_ID_HEX_SIZE];
+        int64_t n;
+        int r;
+
+        r = auth_schema_check(s);
+        if (r < 0)
+                return r;
+        r = tx_begin(s, true, &tx);
+        if (r < 0)
+                return r;
+        r = require_row(s, ADMIN_EXISTS, t->admin, "admin");
+        if (r < 0)
+                return r;
+        r = query_int64(s, "SELECT COUNT(*) FROM api_tokens WHERE admin = ?1", t->admin, &n);
+        if (r < 0)
+                return r;
+        if (n >= STORE_API_TOKENS_PER_ADMIN_MAX)
+                return log_debug_errno(E2BIG, "SQLite: admin '%s' already has %d API tokens.", t->admin,
+                                       STORE_API_TOKENS_PER_ADMIN_MAX);
+        r = prepare(s,
+                    "INSERT INTO api_tokens (id, name, admin, scope, secret_hash, created_at, expires_at) "
+                    "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                    &st);
+        if (r < 0)
+                return r;
+        r = bind_credential_id(s, st, 1, t->id, hex);
+        if (r < 0)
+                return r;
+        if (bind_text(st, 2, t->name) != SQLITE_OK || bind_text(st, 3, t->admin) != SQLITE_OK ||
+            bind_text(st, 4, store_scope_to_string(t->scope)) != SQLITE_OK ||
+            bind_blob(st, 5, t->secret_hash, STORE_SECRET_HASH_SIZE) != SQLITE_OK ||
+            bind_time(st, 6, t->created_at) != SQLITE_OK || bind_time(st, 7, t->expires_at) != SQLITE_OK)
+                return sqlite_bind_error(s);
+        /* A duplicate id, or a live token of this admin with this name: a unique key, -EEXIST. */
+        return step_done_commit(s, st, &tx);
+}
+
+static int sqlite_api_token_get(Store *store, const uint8_t id[STORE_CREDENTIAL_ID_SIZE],
+                                StoreApiToken **ret) {
+        _cleanup_(sqlite3_finalizep) sqlite3_stmt *st = NULL;
+        SqliteStore *s = SQLITE_STORE(store);
+        char hex[TOKEN_ID_HEX_SIZE];
+        int r;
+
+        r = auth_schema_check(s);
+        if (r < 0)
+                return r;
+        r = prepare_credential_id(s, "SELECT " API_TOKEN_COLUMNS " FROM api_tokens WHERE id = ?1", id, hex,
+                                  &st);
+        if (r < 0)
+                return r;
+        r = step_row(s, st);
+        if (r < 0)
+                return r;
+        return api_token_from_row(s, st, ret);
+}
+
+static int sqlite_api_token_list(Store *store, const char *admin, StoreApiToken ***ret, size_t *ret_n) {
+        _cleanup_(sqlite3_finalizep) sqlite3_stmt *st = NULL;
+        SqliteStore *s = SQLITE_STORE(store);
+        int r;
+
+        r = auth_schema_check(s);
+        if (r < 0)
+                return r;
+        if (admin)
+                r = prepare_text(s,
+                                 "SELECT " API_TOKEN_COLUMNS " FROM api_tokens WHERE admin = ?1 "
+                                 "ORDER BY created_at, id",
+                                 admin, &st);
+        else
+                r = prepare(s, "SELECT " API_TOKEN_COLUMNS " FROM api_tokens ORDER BY admin, created_at, id",
+                            &st);
+        if (r < 0)
+                return r;
+        return query_list(s, st, &api_token_rows, SIZE_MAX, NULL, (void **) ret, ret_n);
+}
+
+static int sqlite_api_token_revoke(Store *store, const uint8_t id[STORE_CREDENTIAL_ID_SIZE], usec_t now) {
+        _cleanup_(tx_rollbackp) SqliteStore *tx = NULL;
+        _cleanup_(sqlite3_finalizep) sqlite3_stmt *st = NULL, *upd = NULL;
+        SqliteStore *s = SQLITE_STORE(store);
+        char hex[TOKEN_ID_HEX_SIZE];
+        usec_t revoked_at;
+        int r;
+
+        r = auth_schema_check(s);
+        if (r < 0)
+                return r;
+        r = tx_begin(s, true, &tx);
+        if (r < 0)
+                return r;
+        r = prepare_credential_id(s, "SELECT revoked_at FROM api_tokens WHERE id = ?1", id, hex, &st);
+        if (r < 0)
+                return r;
+        r = step_row(s, st);
+        if (r < 0)
+                return r;
+        r = column_time(st, 0, false, &revoked_at);
+        if (r < 0)
+                return r;
+        sqlite3_reset(st);
+        if (revoked_at != 0)
+                return -EALREADY;
+        r = prepare(s, "UPDATE api_tokens SET revoked_at = ?1 WHERE id = ?2", &upd);
+        if (r < 0)
+                return r;
+        if (bind_time(upd, 1, now) != SQLITE_OK)
+                return sqlite_bind_error(s);
+        r = bind_credential_id(s, upd, 2, id, hex);
+        if (r < 0)
+                return r;
+        return step_done_commit(s, upd, &tx);
+}
+
+static int sqlite_api_token_delete(Store *store, const uint8_t id[STORE_CREDENTIAL_ID_SIZE]) {
+        _cleanup_(sqlite3_finalizep) sqlite3_stmt *st = NULL;
+        SqliteStore *s = SQLITE_STORE(store);
+        char hex[TOKEN_ID_HEX_SIZE];
+        int r;
+
+        r = auth_schema_check(s);
+        if (r < 0)
+                return r;
+        r = prepare_credential_id(s, "DELETE FROM api_tokens WHERE id = ?1", id, hex, &st);
+        if (r < 0)
+                return r;
+        return step_one_change(s, st);
+}
+
+/* Sets a "last used/seen" time of one row, never moving it backwards: -ENOENT when there is no such row.
+ * update changes the row only when the time is newer; exists tells a missing row from an unchanged one. */
+static int touch_row(SqliteStore *s, const char *update, const char *exists,
+                     const uint8_t id[STORE_CREDENTIAL_ID_SIZE], usec_t now) {
+        _cleanup_(tx_rollbackp) SqliteStore *tx = NULL;
+        _cleanup_(sqlite3_finalizep) sqlite3_stmt *st = NULL;
+        char hex[TOKEN_ID_HEX_SIZE];
+        int r;
+
+        r = auth_schema_check(s);
+        if (r < 0)
+                return r;
+        r = tx_begin(s, true, &tx);
+        if (r < 0)
+                return r;
+        r = prepare(s, update, &st);
+        if (r < 0)
+                return r;
+        if (bind_time(st, 1, now) != SQLITE_OK)
+                return sqlite_bind_error(s);
+        r = bind_credential_id(s, st, 2, id, hex);
+        if (r < 0)
+                return r;
+        r = step_done(s, st);
+        if (r < 0)
+                return r;
+        if (sqlite3_changes(s->db) == 0) {
+                r = require_row(s, exists, hex, "credential");
+                if (r < 0)
+                        return r;
+        }
+        return tx_commit(&tx);
+}
+
+static int sqlite_api_token_touch(Store *store, const uint8_t id[STORE_CREDENTIAL_ID_SIZE], usec_t now) {
+        return touch_row(SQLITE_STORE(store),
+                         "UPDATE api_tokens SET last_used_at = ?1 WHERE id = ?2 "
+                         "AND (last_used_at IS NULL OR last_used_at < ?1)",
+                         "SELECT 1 FROM api_tokens WHERE id = ?1", id, now);
+}
+
+/* Sessions */
+
+#define SESSION_COLUMNS \
+        "id, admin, secret_hash, csrf_hash, created_at, expires_at, last_seen_at, address, user_agent"
+
+static int session_from_row(SqliteStore *s, sqlite3_stmt *st, StoreSession **ret) {
+        _cleanup_(store_session_freep) StoreSession *ses = NULL;
+        int r;
+
+        ses = calloc(1, sizeof(*ses));
+        if (!ses)
+                return -ENOMEM;
+        if ((r = column_token_id(st, 0, ses->id)) < 0 ||
+            (r = column_text(st, 1, true, &ses->admin)) < 0 ||
+            (r = column_blob_fixed(st, 2, false, ses->secret_hash, STORE_SECRET_HASH_SIZE)) < 0 ||
+            (r = column_blob_fixed(st, 3, false, ses->csrf_hash, STORE_SECRET_HASH_SIZE)) < 0 ||
+            (r = column_time(st, 4, true, &ses->created_at)) < 0 ||
+            (r = column_time(st, 5, true, &ses->expires_at)) < 0 ||
+            (r = column_time(st, 6, true, &ses->last_seen_at)) < 0 ||
+            (r = column_text(st, 7, false, &ses->address)) < 0 ||
+            (r = column_text(st, 8, false, &ses->user_agent)) < 0)
+                return r;
+        *ret = TAKE_PTR(ses);
+        return 0;
+}
+
+DEFINE_ROW_LIST(session_rows, StoreSession, session_from_row, store_session_array_free);
+
+static int sqlite_session_create(Store *store, const StoreSession *ses) {
+        _cleanup_(tx_rollbackp) SqliteStore *tx = NULL;
+        _cleanup_(sqlite3_finalizep) sqlite3_stmt *st = NULL, *admin = NULL, *evict = NULL;
+        SqliteStore *s = SQLITE_STORE(store);
+        char hex[TOKEN_ID_HEX_SIZE];
+        usec_t disabled_at;
+        int64_t n;
+        int r;
+
+        r = auth_schema_check(s);
+        if (r < 0)
+                return r;
+        r = tx_begin(s, true, &tx);
+        if (r < 0)
+                return r;
+        r = prepare_text(s, "SELECT disabled_at FROM admins WHERE name = ?1", ses->admin, &admin);
+        if (r < 0)
+                return r;
+        r = step_row(s, admin);
+        if (r < 0)
+                return r;
+        r = column_time(admin, 0, false, &disabled_at);
+        if (r < 0)
+                return r;
+        sqlite3_reset(admin);
+        if (disabled_at != 0)
+                return log_debug_errno(EPERM, "SQLite: admin '%s' is disabled.", ses->admin);
+
+        /* Bounded per admin: the least recently seen sessions make room, oldest first. */
+        r = query_int64(s, "SELECT COUNT(*) FROM sessions WHERE admin = ?1", ses->admin, &n);
+        if (r < 0)
+                return r;
+        if (n >= STORE_SESSIONS_PER_ADMIN_MAX) {
+                r = prepare(s,
+                            "DELETE FROM sessions WHERE id IN (SELECT id FROM sessions WHERE admin = ?1 "
+                            "ORDER BY last_seen_at, created_at, id LIMIT ?2)",
+                            &evict);
+                if (r < 0)
+                        return r;
+                if (bind_text(evict, 1, ses->admin) != SQLITE_OK ||
+                    sqlite3_bind_int64(evict, 2, n - STORE_SESSIONS_PER_ADMIN_MAX + 1) != SQLITE_OK)
+                        return sqlite_bind_error(s);
+                r = step_done(s, evict);
+                if (r < 0)
+                        return r;
+                log_debug("SQLite: admin '%s' had %" PRIi64 " sessions, ended the least recently seen.",
+                          ses->admin, n);
+        }
+
+        r = prepare(s,
+                    "INSERT INTO sessions (id, admin, secret_hash, csrf_hash, created_at, expires_at, "
+                    "last_seen_at, address, user_agent) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                    &st);
+        if (r < 0)
+                return r;
+        r = bind_credential_id(s, st, 1, ses->id, hex);
+        if (r < 0)
+                return r;
+        if (bind_text(st, 2, ses->admin) != SQLITE_OK ||
+            bind_blob(st, 3, ses->secret_hash, STORE_SECRET_HASH_SIZE) != SQLITE_OK ||
+            bind_blob(st, 4, ses->csrf_hash, STORE_SECRET_HASH_SIZE) != SQLITE_OK ||
+            bind_time(st, 5, ses->created_at) != SQLITE_OK || bind_time(st, 6, ses->expires_at) != SQLITE_OK ||
+            bind_time(st, 7, ses->last_seen_at) != SQLITE_OK || bind_text(st, 8, ses->address) != SQLITE_OK ||
+            bind_text(st, 9, ses->user_agent) != SQLITE_OK)
+                return sqlite_bind_error(s);
+        return step_done_commit(s, st, &tx);
+}
+
+static int sqlite_session_get(Store *store, const uint8_t id[STORE_CREDENTIAL_ID_SIZE], StoreSession **ret) {
+        _cleanup_(sqlite3_finalizep) sqlite3_stmt *st = NULL;
+        SqliteStore *s = SQLITE_STORE(store);
+        char hex[TOKEN_ID_HEX_SIZE];
+        int r;
+
+        r = auth_schema_check(s);
+        if (r < 0)
+                return r;
+        r = prepare_credential_id(s, "SELECT " SESSION_COLUMNS " FROM sessions WHERE id = ?1", id, hex, &st);
+        if (r < 0)
+                return r;
+        r = step_row(s, st);
+        if (r < 0)
+                return r;
+        return session_from_row(s, st, ret);
+}
+
+static int sqlite_session_list(Store *store, const char *admin, StoreSession ***ret, size_t *ret_n) {
+        _cleanup_(sqlite3_finalizep) sqlite3_stmt *st = NULL;
+        SqliteStore *s = SQLITE_STORE(store);
+        int r;
+
+        r = auth_schema_check(s);
+        if (r < 0)
+                return r;
+        if (admin)
+                r = prepare_text(s,
+                                 "SELECT " SESSION_COLUMNS " FROM sessions WHERE admin = ?1 "
+                                 "ORDER BY created_at, id",
+                                 admin, &st);
+        else
+                r = prepare(s, "SELECT " SESSION_COLUMNS " FROM sessions ORDER BY admin, created_at, id", &st);
+        if (r < 0)
+                return r;
+        return query_list(s, st, &session_rows, SIZE_MAX, NULL, (void **) ret, ret_n);
+}
+
+static int sqlite_session_delete(Store *store, const uint8_t id[STORE_CREDENTIAL_ID_SIZE]) {
+        _cleanup_(sqlite3_finalizep) sqlite3_stmt *st = NULL;
+        SqliteStore *s = SQLITE_STORE(store);
+        char hex[TOKEN_ID_HEX_SIZE];
+        int r;
+
+        r = auth_schema_check(s);
+        if (r < 0)
+                return r;
+        r = prepare_credential_id(s, "DELETE FROM sessions WHERE id = ?1", id, hex, &st);
+        if (r < 0)
+                return r;
+        return step_one_change(s, st);
+}
+
+static int sqlite_session_touch(Store *store, const uint8_t id[STORE_CREDENTIAL_ID_SIZE], usec_t now) {
+        return touch_row(SQLITE_STORE(store),
+                         "UPDATE sessions SET last_seen_at = ?1 WHERE id = ?2 AND last_seen_at < ?1",
+                         "SELECT 1 FROM sessions WHERE id = ?1", id, now);
+}
+
+static int sqlite_sessions_delete_expired(Store *store, usec_t now, usec_t idle_timeout) {
+        _cleanup_(sqlite3_finalizep) sqlite3_stmt *st = NULL;
+        SqliteStore *s = SQLITE_STORE(store);
+        /* Idle when last_seen_at <= now - idle_timeout; -1 (nothing is) without the rule, or before it can
+         * apply. */
+        sqlite3_int64 idle_before =
+                idle_timeout > 0 && now >= idle_timeout ? (sqlite3_int64) (now - idle_timeout) : -1;
+        int r;
+
+        r = auth_schema_check(s);
+        if (r < 0)
+                return r;
+        r = prepare(s, "DELETE FROM sessions WHERE expires_at <= ?1 OR last_seen_at <= ?2", &st);
+        if (r < 0)
+                return r;
+        if (bind_time(st, 1, now) != SQLITE_OK || sqlite3_bind_int64(st, 2, idle_before) != SQLITE_OK)
+                return sqlite_bind_error(s);
+        r = step_done(s, st);
+        if (r < 0)
+                return r;
+        return sqlite3_changes(s->db);
+}
+
 /* CA material */
 
 #define CA_COLUMNS \
@@ -2331,6 +3004,25 @@ static const StoreVtable sqlite_vtable = {
         .policy_delete = sqlite_policy_delete,
         .policy_list = sqlite_policy_list,
         .policy_revision = sqlite_policy_revision,
+        .admin_create = sqlite_admin_create,
+        .admin_get = sqlite_admin_get,
+        .admin_list = sqlite_admin_list,
+        .admin_delete = sqlite_admin_delete,
+        .admin_set_password = sqlite_admin_set_password,
+        .admin_set_disabled = sqlite_admin_set_disabled,
+        .admin_touch_login = sqlite_admin_touch_login,
+        .api_token_create = sqlite_api_token_create,
+        .api_token_get = sqlite_api_token_get,
+        .api_token_list = sqlite_api_token_list,
+        .api_token_revoke = sqlite_api_token_revoke,
+        .api_token_delete = sqlite_api_token_delete,
+        .api_token_touch = sqlite_api_token_touch,
+        .session_create = sqlite_session_create,
+        .session_get = sqlite_session_get,
+        .session_list = sqlite_session_list,
+        .session_delete = sqlite_session_delete,
+        .session_touch = sqlite_session_touch,
+        .sessions_delete_expired = sqlite_sessions_delete_expired,
         .audit_append = sqlite_audit_append,
         .audit_list = sqlite_audit_list,
         .check_integrity = sqlite_check_integrity,

@@ -62,6 +62,39 @@ StoreCaState store_ca_state_from_string(const char *s) {
         return _STORE_CA_STATE_INVALID;
 }
 
+static const char *const scope_table[_STORE_SCOPE_MAX] = {
+        [STORE_SCOPE_READ] = "read",
+        [STORE_SCOPE_READ_WRITE] = "read-write",
+};
+
+const char *store_scope_to_string(StoreScope s) {
+        if (s < 0 || s >= _STORE_SCOPE_MAX)
+                return NULL;
+        return scope_table[s];
+}
+
+StoreScope store_scope_from_string(const char *s) {
+        if (!s)
+                return _STORE_SCOPE_INVALID;
+        for (StoreScope t = 0; t < _STORE_SCOPE_MAX; t++)
+                if (streq(s, scope_table[t]))
+                        return t;
+        return _STORE_SCOPE_INVALID;
+}
+
+bool store_admin_name_is_valid(const char *name) {
+        size_t n;
+
+        if (!name)
+                return false;
+        n = strnlen(name, STORE_ADMIN_NAME_MAX + 1);
+        if (n == 0 || n > STORE_ADMIN_NAME_MAX)
+                return false;
+        if (!strchr("abcdefghijklmnopqrstuvwxyz0123456789", name[0]))
+                return false;
+        return strspn(name, "abcdefghijklmnopqrstuvwxyz0123456789._@-") == n;
+}
+
 bool store_ca_state_transition_is_valid(StoreCaState from, StoreCaState to) {
         if (from < 0 || from >= _STORE_CA_STATE_MAX || to < 0 || to >= _STORE_CA_STATE_MAX)
                 return false;
@@ -212,6 +245,57 @@ void store_policy_array_free(StorePolicy *a, size_t n) {
                 free(a[i].group);
                 free(a[i].resource);
         }
+        free(a);
+}
+
+StoreAdmin *store_admin_free(StoreAdmin *a) {
+        if (!a)
+                return NULL;
+        free(a->name);
+        /* A verifier, not the password; wiped all the same, as nobody needs it once freed. */
+        erase_and_free_string(a->password_hash);
+        free(a->created_by);
+        return mfree(a);
+}
+
+void store_admin_array_free(StoreAdmin **a, size_t n) {
+        if (!a)
+                return;
+        for (size_t i = 0; i < n; i++)
+                store_admin_free(a[i]);
+        free(a);
+}
+
+StoreApiToken *store_api_token_free(StoreApiToken *t) {
+        if (!t)
+                return NULL;
+        free(t->name);
+        free(t->admin);
+        return mfree(t);
+}
+
+void store_api_token_array_free(StoreApiToken **a, size_t n) {
+        if (!a)
+                return;
+        for (size_t i = 0; i < n; i++)
+                store_api_token_free(a[i]);
+        free(a);
+}
+
+StoreSession *store_session_free(StoreSession *s) {
+        if (!s)
+                return NULL;
+        free(s->admin);
+        free(s->address);
+        free(s->user_agent);
+        return mfree(s);
+}
+
+void store_session_array_free(StoreSession **a, size_t n) {
+        if (!a)
+                return;
+        for (size_t i = 0; i < n; i++)
+                store_session_free(a[i]);
         free(a);
 }
 
@@ -670,6 +754,130 @@ static int audit_filter_validate(const StoreAuditFilter *f) {
         if (r < 0)
                 return r;
         return text_validate("audit subject filter", f->subject, false);
+}
+
+static int admin_name_validate(const char *field, const char *s) {
+        int r;
+
+        r = text_validate(field, s, true);
+        if (r < 0)
+                return r;
+        if (!store_admin_name_is_valid(s))
+                return log_debug_errno(EINVAL,
+                                       "Store: %s is not a valid admin name (1..%d bytes of a-z 0-9 . _ @ -, "
+                                       "starting with a letter or digit).",
+                                       field, STORE_ADMIN_NAME_MAX);
+        return 0;
+}
+
+/* An argon2id encoded string: the store does not verify it (controller-auth does), but it holds nothing
+ * else, so a plaintext password can never be stored by mistake. */
+static int password_hash_validate(const char *s) {
+        size_t n;
+
+        if (!s)
+                return log_debug_errno(EINVAL, "Store: password hash is required.");
+        n = strnlen(s, STORE_PASSWORD_HASH_MAX + 1);
+        if (n > STORE_PASSWORD_HASH_MAX)
+                return log_debug_errno(E2BIG, "Store: password hash is longer than %d bytes.",
+                                       STORE_PASSWORD_HASH_MAX);
+        if (!startswith(s, "$argon2id$v=19$m=") || !string_is_printable_ascii(s) || strchr(s, ' '))
+                return log_debug_errno(EINVAL, "Store: password hash is not an argon2id encoded string.");
+        return 0;
+}
+
+static int credential_id_validate(const char *field, const uint8_t id[STORE_CREDENTIAL_ID_SIZE],
+                                  const uint8_t hash[STORE_SECRET_HASH_SIZE]) {
+        if (memory_is_zero(id, STORE_CREDENTIAL_ID_SIZE))
+                return log_debug_errno(EINVAL, "Store: %s id is unset.", field);
+        if (hash && memory_is_zero(hash, STORE_SECRET_HASH_SIZE))
+                return log_debug_errno(EINVAL, "Store: %s secret hash is unset.", field);
+        return 0;
+}
+
+static int admin_validate(const StoreAdmin *a) {
+        int r;
+
+        r = admin_name_validate("admin name", a->name);
+        if (r < 0)
+                return r;
+        r = password_hash_validate(a->password_hash);
+        if (r < 0)
+                return r;
+        r = text_validate("admin creator", a->created_by, true);
+        if (r < 0)
+                return r;
+        r = time_validate("admin creation time", a->created_at, true);
+        if (r < 0)
+                return r;
+        /* Born enabled and without a login; the store sets password_changed_at. */
+        if (a->disabled_at != 0 || a->last_login_at != 0)
+                return log_debug_errno(EINVAL, "Store: a new admin cannot be disabled or have logged in.");
+        return 0;
+}
+
+static int api_token_validate(const StoreApiToken *t) {
+        int r;
+
+        r = credential_id_validate("API token", t->id, t->secret_hash);
+        if (r < 0)
+                return r;
+        r = text_validate("API token name", t->name, true);
+        if (r < 0)
+                return r;
+        if (!string_is_valid_text(t->name, STORE_API_TOKEN_NAME_MAX))
+                return log_debug_errno(EINVAL, "Store: API token name is longer than %d bytes or contains "
+                                       "control characters.", STORE_API_TOKEN_NAME_MAX);
+        r = admin_name_validate("API token admin", t->admin);
+        if (r < 0)
+                return r;
+        if (!store_scope_to_string(t->scope))
+                return log_debug_errno(EINVAL, "Store: API token scope is invalid.");
+        r = time_validate("API token creation time", t->created_at, true);
+        if (r < 0)
+                return r;
+        r = time_validate("API token expiry", t->expires_at, true);
+        if (r < 0)
+                return r;
+        if (t->expires_at <= t->created_at)
+                return log_debug_errno(EINVAL, "Store: API token expires before it is created.");
+        if (t->last_used_at != 0 || t->revoked_at != 0)
+                return log_debug_errno(EINVAL, "Store: a new API token cannot be used or revoked already.");
+        return 0;
+}
+
+static int session_validate(const StoreSession *ses) {
+        int r;
+
+        r = credential_id_validate("session", ses->id, ses->secret_hash);
+        if (r < 0)
+                return r;
+        if (memory_is_zero(ses->csrf_hash, sizeof(ses->csrf_hash)))
+                return log_debug_errno(EINVAL, "Store: session CSRF hash is unset.");
+        r = admin_name_validate("session admin", ses->admin);
+        if (r < 0)
+                return r;
+        r = time_validate("session creation time", ses->created_at, true);
+        if (r < 0)
+                return r;
+        r = time_validate("session expiry", ses->expires_at, true);
+        if (r < 0)
+                return r;
+        r = time_validate("session last seen", ses->last_seen_at, true);
+        if (r < 0)
+                return r;
+        if (ses->expires_at <= ses->created_at || ses->last_seen_at < ses->created_at)
+                return log_debug_errno(EINVAL, "Store: session times are inconsistent.");
+        r = ip_validate("session address", ses->address);
+        if (r < 0)
+                return r;
+        r = text_validate("session user agent", ses->user_agent, false);
+        if (r < 0)
+                return r;
+        if (ses->user_agent && !string_is_valid_text(ses->user_agent, STORE_USER_AGENT_MAX))
+                return log_debug_errno(EINVAL, "Store: session user agent is longer than %d bytes or contains "
+                                       "control characters.", STORE_USER_AGENT_MAX);
+        return 0;
 }
 
 /* The enrollment decision */
@@ -1152,6 +1360,228 @@ int store_policy_revision(Store *s, uint64_t *ret) {
         assert(ret);
 
         return s->vtable->policy_revision(s, ret);
+}
+
+int store_admin_create(Store *s, const StoreAdmin *a) {
+        int r;
+
+        assert(s);
+        assert(a);
+
+        r = admin_validate(a);
+        if (r < 0)
+                return r;
+        return s->vtable->admin_create(s, a);
+}
+
+int store_admin_get(Store *s, const char *name, StoreAdmin **ret) {
+        int r;
+
+        assert(s);
+        assert(ret);
+
+        r = admin_name_validate("admin name", name);
+        if (r < 0)
+                return r;
+        return s->vtable->admin_get(s, name, ret);
+}
+
+int store_admin_list(Store *s, StoreAdmin ***ret, size_t *ret_n) {
+        assert(s);
+        assert(ret);
+        assert(ret_n);
+
+        return s->vtable->admin_list(s, ret, ret_n);
+}
+
+int store_admin_delete(Store *s, const char *name) {
+        int r;
+
+        assert(s);
+
+        r = admin_name_validate("admin name", name);
+        if (r < 0)
+                return r;
+        return s->vtable->admin_delete(s, name);
+}
+
+int store_admin_set_password(Store *s, const char *name, const char *password_hash, usec_t now) {
+        int r;
+
+        assert(s);
+
+        r = admin_name_validate("admin name", name);
+        if (r < 0)
+                return r;
+        r = password_hash_validate(password_hash);
+        if (r < 0)
+                return r;
+        r = time_validate("password change time", now, true);
+        if (r < 0)
+                return r;
+        return s->vtable->admin_set_password(s, name, password_hash, now);
+}
+
+int store_admin_set_disabled(Store *s, const char *name, usec_t disabled_at) {
+        int r;
+
+        assert(s);
+
+        r = admin_name_validate("admin name", name);
+        if (r < 0)
+                return r;
+        r = time_validate("admin disable time", disabled_at, false);
+        if (r < 0)
+                return r;
+        return s->vtable->admin_set_disabled(s, name, disabled_at);
+}
+
+int store_admin_touch_login(Store *s, const char *name, usec_t now) {
+        int r;
+
+        assert(s);
+
+        r = admin_name_validate("admin name", name);
+        if (r < 0)
+                return r;
+        r = time_validate("login time", now, true);
+        if (r < 0)
+                return r;
+        return s->vtable->admin_touch_login(s, name, now);
+}
+
+int store_api_token_create(Store *s, const StoreApiToken *t) {
+        int r;
+
+        assert(s);
+        assert(t);
+
+        r = api_token_validate(t);
+        if (r < 0)
+                return r;
+        return s->vtable->api_token_create(s, t);
+}
+
+int store_api_token_get(Store *s, const uint8_t id[STORE_CREDENTIAL_ID_SIZE], StoreApiToken **ret) {
+        assert(s);
+        assert(id);
+        assert(ret);
+
+        return s->vtable->api_token_get(s, id, ret);
+}
+
+int store_api_token_list(Store *s, const char *admin, StoreApiToken ***ret, size_t *ret_n) {
+        int r;
+
+        assert(s);
+        assert(ret);
+        assert(ret_n);
+
+        if (admin) {
+                r = admin_name_validate("admin name", admin);
+                if (r < 0)
+                        return r;
+        }
+        return s->vtable->api_token_list(s, admin, ret, ret_n);
+}
+
+int store_api_token_revoke(Store *s, const uint8_t id[STORE_CREDENTIAL_ID_SIZE], usec_t now) {
+        int r;
+
+        assert(s);
+        assert(id);
+
+        r = time_validate("revocation time", now, true);
+        if (r < 0)
+                return r;
+        return s->vtable->api_token_revoke(s, id, now);
+}
+
+int store_api_token_delete(Store *s, const uint8_t id[STORE_CREDENTIAL_ID_SIZE]) {
+        assert(s);
+        assert(id);
+
+        return s->vtable->api_token_delete(s, id);
+}
+
+int store_api_token_touch(Store *s, const uint8_t id[STORE_CREDENTIAL_ID_SIZE], usec_t now) {
+        int r;
+
+        assert(s);
+        assert(id);
+
+        r = time_validate("last use time", now, true);
+        if (r < 0)
+                return r;
+        return s->vtable->api_token_touch(s, id, now);
+}
+
+int store_session_create(Store *s, const StoreSession *session) {
+        int r;
+
+        assert(s);
+        assert(session);
+
+        r = session_validate(session);
+        if (r < 0)
+                return r;
+        return s->vtable->session_create(s, session);
+}
+
+int store_session_get(Store *s, const uint8_t id[STORE_CREDENTIAL_ID_SIZE], StoreSession **ret) {
+        assert(s);
+        assert(id);
+        assert(ret);
+
+        return s->vtable->session_get(s, id, ret);
+}
+
+int store_session_list(Store *s, const char *admin, StoreSession ***ret, size_t *ret_n) {
+        int r;
+
+        assert(s);
+        assert(ret);
+        assert(ret_n);
+
+        if (admin) {
+                r = admin_name_validate("admin name", admin);
+                if (r < 0)
+                        return r;
+        }
+        return s->vtable->session_list(s, admin, ret, ret_n);
+}
+
+int store_session_delete(Store *s, const uint8_t id[STORE_CREDENTIAL_ID_SIZE]) {
+        assert(s);
+        assert(id);
+
+        return s->vtable->session_delete(s, id);
+}
+
+int store_session_touch(Store *s, const uint8_t id[STORE_CREDENTIAL_ID_SIZE], usec_t now) {
+        int r;
+
+        assert(s);
+        assert(id);
+
+        r = time_validate("last seen time", now, true);
+        if (r < 0)
+                return r;
+        return s->vtable->session_touch(s, id, now);
+}
+
+int store_sessions_delete_expired(Store *s, usec_t now, usec_t idle_timeout) {
+        int r;
+
+        assert(s);
+
+        r = time_validate("expiry time", now, true);
+        if (r < 0)
+                return r;
+        r = time_validate("idle timeout", idle_timeout, false);
+        if (r < 0)
+                return r;
+        return s->vtable->sessions_delete_expired(s, now, idle_timeout);
 }
 
 int store_audit_append(Store *s, const StoreAuditEvent *e, int64_t *ret_seq) {

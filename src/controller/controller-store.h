@@ -14,6 +14,7 @@
  * - Schema changes are numbered migrations applied at open, each in its own transaction; a database
  *   newer than this code is refused (-EPROTONOSUPPORT), never modified.
  * - Heartbeats are applied in batches (store_agents_touch), one transaction per batch.
+ * - Admin passwords only as argon2id encoded strings; API token, session and CSRF secrets only as SHA-256.
  *
  * Times are CLOCK_REALTIME µs. Strings are UTF-8, stored and returned verbatim. */
 
@@ -234,6 +235,118 @@ int store_policy_list(Store *s, StorePolicy **ret, size_t *ret_n);
 /* The policy revision: 0 for a new store, +1 with every successful policy mutation above (and with
  * store_agent_revoke() and store_enroll() of a tunneler, which change who holds which groups). */
 int store_policy_revision(Store *s, uint64_t *ret);
+
+/* Administrators of the REST API and the dashboard (DESIGN.md §6), their API tokens and their browser
+ * sessions. The store keeps only verifiers: an argon2id encoded string per password, SHA-256 per token or
+ * session secret and per CSRF token (controller-auth.h makes and checks them). Deleting an admin deletes its
+ * API tokens and sessions in the same transaction; so do a password change and disabling, for sessions. */
+
+#define STORE_ADMIN_NAME_MAX 64            /* bytes of an admin name (store_admin_name_is_valid()) */
+#define STORE_ADMINS_MAX 1024              /* admins in one store (-E2BIG beyond) */
+#define STORE_PASSWORD_HASH_MAX 256        /* bytes of an encoded password hash */
+#define STORE_API_TOKEN_NAME_MAX 128       /* bytes of an API token's name */
+#define STORE_API_TOKENS_PER_ADMIN_MAX 100 /* API tokens of one admin, revoked ones included (-E2BIG beyond) */
+#define STORE_SESSIONS_PER_ADMIN_MAX 32    /* live sessions of one admin: the least recently seen goes */
+#define STORE_USER_AGENT_MAX 256           /* bytes of a session's recorded User-Agent */
+#define STORE_CREDENTIAL_ID_SIZE 16        /* public id of an API token or a session (128 bits) */
+#define STORE_SECRET_HASH_SIZE 32          /* SHA-256 */
+
+/* 1..STORE_ADMIN_NAME_MAX bytes of [a-z0-9._@-], starting with a letter or digit: one spelling per admin
+ * (no case variants), safe in a URL path, a log line and the actor string "admin:<name>". */
+bool store_admin_name_is_valid(const char *name) _pure_;
+
+typedef struct StoreAdmin {
+        char *name;                 /* key */
+        char *password_hash;        /* argon2id encoded string: "$argon2id$v=19$m=…,t=…,p=…$salt$hash" */
+        char *created_by;           /* actor: "root", "uid:1000", "admin:alice" */
+        usec_t created_at;
+        usec_t password_changed_at; /* = created_at until the first change */
+        usec_t disabled_at;         /* 0: enabled */
+        usec_t last_login_at;       /* 0: never */
+} StoreAdmin;
+
+StoreAdmin *store_admin_free(StoreAdmin *a);
+DEFINE_TRIVIAL_CLEANUP_FUNC(StoreAdmin *, store_admin_free);
+void store_admin_array_free(StoreAdmin **a, size_t n);
+
+typedef enum StoreScope {
+        STORE_SCOPE_READ,           /* GET and HEAD only */
+        STORE_SCOPE_READ_WRITE,
+        _STORE_SCOPE_MAX,
+        _STORE_SCOPE_INVALID = -EINVAL,
+} StoreScope;
+
+/* "read", "read-write". */
+const char *store_scope_to_string(StoreScope s);
+StoreScope store_scope_from_string(const char *s);
+
+typedef struct StoreApiToken {
+        uint8_t id[STORE_CREDENTIAL_ID_SIZE];          /* key; lower-case hex in listings */
+        char *name;                                    /* unique per admin among unrevoked tokens */
+        char *admin;                                   /* owner: an existing admin */
+        StoreScope scope;
+        uint8_t secret_hash[STORE_SECRET_HASH_SIZE];   /* SHA-256 of the secret */
+        usec_t created_at;
+        usec_t expires_at;                             /* required */
+        usec_t last_used_at;                           /* 0: never (updated at most once a minute) */
+        usec_t revoked_at;                             /* 0: not revoked */
+} StoreApiToken;
+
+StoreApiToken *store_api_token_free(StoreApiToken *t);
+DEFINE_TRIVIAL_CLEANUP_FUNC(StoreApiToken *, store_api_token_free);
+void store_api_token_array_free(StoreApiToken **a, size_t n);
+
+typedef struct StoreSession {
+        uint8_t id[STORE_CREDENTIAL_ID_SIZE];          /* key */
+        char *admin;                                   /* an existing admin */
+        uint8_t secret_hash[STORE_SECRET_HASH_SIZE];   /* SHA-256 of the session secret (the cookie) */
+        uint8_t csrf_hash[STORE_SECRET_HASH_SIZE];     /* SHA-256 of the CSRF token */
+        usec_t created_at;
+        usec_t expires_at;                             /* absolute end, whatever the activity */
+        usec_t last_seen_at;                           /* for the idle timeout (written at most once a minute) */
+        char *address;                                 /* client IP address, may be NULL */
+        char *user_agent;                              /* printable, <= STORE_USER_AGENT_MAX bytes, or NULL */
+} StoreSession;
+
+StoreSession *store_session_free(StoreSession *s);
+DEFINE_TRIVIAL_CLEANUP_FUNC(StoreSession *, store_session_free);
+void store_session_array_free(StoreSession **a, size_t n);
+
+/* Admins. create: -EEXIST, -E2BIG beyond STORE_ADMINS_MAX; last_login_at and disabled_at must be 0 and
+ * password_changed_at is set to created_at. delete: -ENOENT; the admin's API tokens and sessions go with it.
+ * set_password: -ENOENT; sets password_changed_at and ends the admin's sessions. set_disabled: disabled_at 0
+ * enables; disabling ends the admin's sessions; -ENOENT. touch_login: sets last_login_at; -ENOENT. list:
+ * ordered by name. */
+int store_admin_create(Store *s, const StoreAdmin *a);
+int store_admin_get(Store *s, const char *name, StoreAdmin **ret);
+int store_admin_list(Store *s, StoreAdmin ***ret, size_t *ret_n);
+int store_admin_delete(Store *s, const char *name);
+int store_admin_set_password(Store *s, const char *name, const char *password_hash, usec_t now);
+int store_admin_set_disabled(Store *s, const char *name, usec_t disabled_at);
+int store_admin_touch_login(Store *s, const char *name, usec_t now);
+
+/* API tokens. create: -ENOENT for an unknown admin, -EEXIST for a duplicate id or an unrevoked token of the
+ * same admin and name, -E2BIG beyond STORE_API_TOKENS_PER_ADMIN_MAX; last_used_at and revoked_at must be 0.
+ * revoke: -ENOENT, -EALREADY. delete: -ENOENT. touch: sets last_used_at (never backwards); -ENOENT. list:
+ * admin NULL for every admin; ordered by admin, then creation. */
+int store_api_token_create(Store *s, const StoreApiToken *t);
+int store_api_token_get(Store *s, const uint8_t id[STORE_CREDENTIAL_ID_SIZE], StoreApiToken **ret);
+int store_api_token_list(Store *s, const char *admin, StoreApiToken ***ret, size_t *ret_n);
+int store_api_token_revoke(Store *s, const uint8_t id[STORE_CREDENTIAL_ID_SIZE], usec_t now);
+int store_api_token_delete(Store *s, const uint8_t id[STORE_CREDENTIAL_ID_SIZE]);
+int store_api_token_touch(Store *s, const uint8_t id[STORE_CREDENTIAL_ID_SIZE], usec_t now);
+
+/* Sessions. create: -ENOENT for an unknown admin, -EPERM for a disabled one, -EEXIST for a duplicate id; an
+ * admin holding STORE_SESSIONS_PER_ADMIN_MAX sessions loses the least recently seen one in the same
+ * transaction. delete: -ENOENT. touch: sets last_seen_at (never backwards); -ENOENT. list: admin NULL for
+ * every admin; ordered by admin, then creation. delete_expired: removes every session with now >= expires_at
+ * or now >= last_seen_at + idle_timeout (idle_timeout 0: no idle rule), one transaction; returns how many. */
+int store_session_create(Store *s, const StoreSession *session);
+int store_session_get(Store *s, const uint8_t id[STORE_CREDENTIAL_ID_SIZE], StoreSession **ret);
+int store_session_list(Store *s, const char *admin, StoreSession ***ret, size_t *ret_n);
+int store_session_delete(Store *s, const uint8_t id[STORE_CREDENTIAL_ID_SIZE]);
+int store_session_touch(Store *s, const uint8_t id[STORE_CREDENTIAL_ID_SIZE], usec_t now);
+int store_sessions_delete_expired(Store *s, usec_t now, usec_t idle_timeout);
 
 /* Opens (creating if needed, mode 0600) and migrates. */
 int store_open_sqlite(const char *path, Store **ret);

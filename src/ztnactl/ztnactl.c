@@ -18,8 +18,10 @@
 #include <stdio.h>
 #include <sys/stat.h>
 #include <systemd/sd-bus.h>
+#include <unistd.h>
 
 #include "agent-conf.h"
+#include "ask-password.h"
 #include "bus-util.h"
 #include "config.h"
 #include "fileio.h"
@@ -1310,6 +1312,99 @@ static int verb_policy_list(sd_bus *bus, char **args) {
                            "policies");
 }
 
+/* --- administrators of the controller's API and dashboard --- */
+
+/* The new password for admin `name` (ask_new_password(): typed twice at the terminal without echo when
+ * stdin is one, else read from stdin — never from the command line). The controller judges it and says
+ * which rule it breaks. *ret must be released with erase_and_free_string(). */
+static int admin_password_get(const char *name, char **ret) {
+        _cleanup_free_ char *prompt = NULL;
+
+        prompt = strjoin("New password for admin '", name, "': ", NULL);
+        if (!prompt)
+                return log_oom();
+        return ask_new_password(prompt, ret);
+}
+
+/* CreateAdmin or SetAdminPassword: the password travels in a message marked sensitive, which sd-bus wipes
+ * when it is freed. */
+static int admin_set_password(sd_bus *bus, const char *member, const char *name, const char *what) {
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *call = NULL;
+        _cleanup_(erase_and_free_stringp) char *password = NULL;
+        int r;
+
+        r = admin_password_get(name, &password);
+        if (r < 0)
+                return r;
+
+        r = bus_new_call(bus, member, &call);
+        if (r < 0)
+                return r;
+        r = sd_bus_message_sensitive(call);
+        if (r < 0)
+                return log_error_errno(r, "Failed to mark the %s call sensitive: %m", member);
+        r = sd_bus_message_append(call, "ss", name, password);
+        if (r < 0)
+                return log_oom();
+        password = erase_and_free_string(password);
+
+        return bus_call(bus, call, what, NULL);
+}
+
+static int verb_admin_create(sd_bus *bus, char **args) {
+        return admin_set_password(bus, "CreateAdmin", args[0], "create admin");
+}
+
+static int verb_admin_passwd(sd_bus *bus, char **args) {
+        return admin_set_password(bus, "SetAdminPassword", args[0], "set the password");
+}
+
+static int verb_admin_delete(sd_bus *bus, char **args) {
+        return policy_call(bus, "DeleteAdmin", "delete admin", "s", args[0]);
+}
+
+static int admin_row(sd_bus_message *reply, Table *t, json_t *array) {
+        const char *name, *created_by;
+        uint64_t created_at, password_changed_at, last_login_at, disabled_at;
+        char created[TIME_STRING_MAX], changed[TIME_STRING_MAX], login[TIME_STRING_MAX];
+        const char *state;
+        json_t *o;
+        int r;
+
+        r = sd_bus_message_read(reply, "sstttt", &name, &created_by, &created_at, &password_changed_at,
+                                &last_login_at, &disabled_at);
+        if (r < 0)
+                return r;
+        state = disabled_at > 0 ? "disabled" : "active";
+
+        if (t)
+                return table_add_row(t, name, state, created_by, format_time_absolute(created, created_at),
+                                     format_time_absolute(changed, password_changed_at),
+                                     format_time_absolute(login, last_login_at));
+
+        o = json_object();
+        if (!o || json_array_append_new(array, o) < 0)
+                return -ENOMEM;
+        if (json_set_string(o, "name", name) < 0 ||
+            json_set_string(o, "state", state) < 0 ||
+            json_set_string(o, "created_by", empty_or_null(created_by)) < 0 ||
+            json_set_time(o, "created_at", created_at) < 0 ||
+            json_set_time(o, "password_changed_at", password_changed_at) < 0 ||
+            json_set_time(o, "last_login_at", last_login_at) < 0 ||
+            json_set_time(o, "disabled_at", disabled_at) < 0)
+                return -ENOMEM;
+        return 0;
+}
+
+static int verb_admin_list(sd_bus *bus, char **args) {
+        static const char *const header[] = {
+                "NAME", "STATE", "CREATED-BY", "CREATED", "PASSWORD-CHANGED", "LAST-LOGIN", NULL,
+        };
+
+        return policy_list(bus, "ListAdmins", NULL, "list admins", "sstttt", header, admin_row, "admin",
+                           "admins");
+}
+
 /* --- the agents on this host (status, health) --- */
 
 /* Read-only: GetAll is open to everyone by the agents' bus policy, so no polkit and no password. */
@@ -1837,6 +1932,10 @@ static const Verb verbs[] = {
         { "policy", "create", 2, "GROUP and RESOURCE", 0, 0, verb_policy_create },
         { "policy", "delete", 2, "GROUP and RESOURCE", 0, 0, verb_policy_delete },
         { "policy", "list", 0, NULL, 0, 0, verb_policy_list },
+        { "admin", "create", 1, "NAME", 0, 0, verb_admin_create },
+        { "admin", "delete", 1, "NAME", 0, 0, verb_admin_delete },
+        { "admin", "list", 0, NULL, 0, 0, verb_admin_list },
+        { "admin", "passwd", 1, "NAME", 0, 0, verb_admin_passwd },
         { "status", NULL, 1, "connector or tunneler", 0, 0, verb_status, true, agent_roles },
         { "health", NULL, 1, "connector or tunneler", 0, 0, verb_health, true, agent_roles },
         { "enroll", NULL, 1, "connector or tunneler", OPT_TOKEN_FILE, OPT_TOKEN_FILE, verb_enroll, false,
@@ -1892,6 +1991,12 @@ static void help(void) {
                "  policy create GROUP RESOURCE     Grant a group access to a resource\n"
                "  policy delete GROUP RESOURCE     Withdraw it\n"
                "  policy list                      List policies\n\n"
+               "Administrators of the controller's API and dashboard (the password is typed twice at\n"
+               "the terminal, or read from stdin when it is not a terminal; never an argument):\n"
+               "  admin create NAME                Create an administrator\n"
+               "  admin passwd NAME                Set an administrator's password (ends its sessions)\n"
+               "  admin delete NAME                Delete an administrator, its API tokens and sessions\n"
+               "  admin list                       List administrators\n\n"
                "Agents on this host:\n"
                "  status [connector|tunneler]      Show the state of ztna-connector and ztna-tunneler\n"
                "  health [connector|tunneler]      One line each: online, or why not; exit 1 if not\n"

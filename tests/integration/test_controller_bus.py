@@ -221,7 +221,8 @@ def test_introspection_equals_the_shipped_xml(ctl):
                        "CreateNetwork", "DeleteNetwork", "ListNetworks",
                        "CreateResource", "UpdateResource", "DeleteResource", "ListResources",
                        "CreateGroup", "DeleteGroup", "ListGroups", "AddGroupMember", "RemoveGroupMember",
-                       "CreatePolicy", "DeletePolicy", "ListPolicies"]
+                       "CreatePolicy", "DeletePolicy", "ListPolicies",
+                       "CreateAdmin", "SetAdminPassword", "DeleteAdmin", "ListAdmins"]
 
 
 def test_properties(ctl):

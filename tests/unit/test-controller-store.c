@@ -24,6 +24,8 @@
 #define ALL_MIGRATIONS ((unsigned) -1)
 /* The migration that added the policy model. */
 #define MIGRATION_POLICY 3U
+/* The migration that added admins, API tokens and sessions. */
+#define MIGRATION_AUTH 4U
 #define T0 ((usec_t) 1700000000 * USEC_PER_SEC)
 #define TD "spiffe://example.org"
 /* A NULL-terminated list literal. */
@@ -2661,6 +2663,635 @@ TEST(sqlite_migration_3_adds_policy) {
         ASSERT_OK(store_check_integrity(s));
 }
 
+/* Admins, API tokens, sessions */
+
+#define HASH_A "$argon2id$v=19$m=65536,t=3,p=1$c2FsdHNhbHRzYWx0$aGFzaGhhc2hoYXNoaGFzaGhhc2hoYXNoaGFzaGhhc2g"
+#define HASH_B "$argon2id$v=19$m=65536,t=3,p=1$b3RoZXJzYWx0MTIz$b3RoZXJoYXNob3RoZXJoYXNob3RoZXJoYXNob3RoZXI"
+
+static void admin_create(Store *s, const char *name, usec_t now) {
+        ASSERT_OK(store_admin_create(s, &(const StoreAdmin) {
+                                                .name = (char *) name,
+                                                .password_hash = (char *) HASH_A,
+                                                .created_by = (char *) "root",
+                                                .created_at = now,
+                                        }));
+}
+
+static StoreAdmin *admin_get(Store *s, const char *name) {
+        StoreAdmin *a = NULL;
+
+        ASSERT_OK(store_admin_get(s, name, &a));
+        return ASSERT_NOT_NULL(a);
+}
+
+/* Credential ids and hashes that differ by their first byte. */
+static void credential_bytes(uint8_t *p, size_t n, uint8_t tag) {
+        memset(p, 0x5a, n);
+        p[0] = tag;
+}
+
+static StoreApiToken api_token_make(uint8_t tag, const char *admin, const char *name, StoreScope scope) {
+        StoreApiToken t = {
+                .name = (char *) name,
+                .admin = (char *) admin,
+                .scope = scope,
+                .created_at = T0,
+                .expires_at = T0 + USEC_PER_DAY,
+        };
+
+        credential_bytes(t.id, sizeof(t.id), tag);
+        credential_bytes(t.secret_hash, sizeof(t.secret_hash), (uint8_t) (tag + 1));
+        return t;
+}
+
+static StoreSession session_make(uint8_t tag, const char *admin, usec_t created) {
+        StoreSession ses = {
+                .admin = (char *) admin,
+                .created_at = created,
+                .expires_at = created + 12 * USEC_PER_HOUR,
+                .last_seen_at = created,
+                .address = (char *) "2001:db8::7",
+                .user_agent = (char *) "curl/7.88.1",
+        };
+
+        credential_bytes(ses.id, sizeof(ses.id), tag);
+        credential_bytes(ses.secret_hash, sizeof(ses.secret_hash), (uint8_t) (tag + 1));
+        credential_bytes(ses.csrf_hash, sizeof(ses.csrf_hash), (uint8_t) (tag + 2));
+        return ses;
+}
+
+static size_t n_api_tokens(Store *s, const char *admin) {
+        StoreApiToken **l = NULL;
+        size_t n = 0;
+
+        ASSERT_OK(store_api_token_list(s, admin, &l, &n));
+        store_api_token_array_free(l, n);
+        return n;
+}
+
+static size_t n_sessions(Store *s, const char *admin) {
+        StoreSession **l = NULL;
+        size_t n = 0;
+
+        ASSERT_OK(store_session_list(s, admin, &l, &n));
+        store_session_array_free(l, n);
+        return n;
+}
+
+TEST(admins_round_trip) {
+        FOREACH_BACKEND(b) {
+                _cleanup_(store_freep) Store *s = NULL;
+                StoreAdmin **list = NULL;
+                size_t n = 0;
+
+                CASE("%s", b->name);
+                s = open_store(b, "admins");
+                admin_create(s, "zoe", T0);
+                admin_create(s, "alice", T0 + 1);
+                admin_create(s, "bob@example.org", T0 + 2);
+                ASSERT_ERROR(store_admin_create(s, &(const StoreAdmin) {
+                                                           .name = (char *) "alice",
+                                                           .password_hash = (char *) HASH_B,
+                                                           .created_by = (char *) "root",
+                                                           .created_at = T0 + 3,
+                                                   }),
+                             EEXIST);
+
+                {
+                        _cleanup_(store_admin_freep) StoreAdmin *a = admin_get(s, "alice");
+
+                        ASSERT_STREQ(a->name, "alice");
+                        ASSERT_STREQ(a->password_hash, HASH_A);
+                        ASSERT_STREQ(a->created_by, "root");
+                        ASSERT_UEQ(a->created_at, T0 + 1);
+                        ASSERT_UEQ(a->password_changed_at, T0 + 1);
+                        ASSERT_UEQ(a->disabled_at, 0);
+                        ASSERT_UEQ(a->last_login_at, 0);
+                }
+                ASSERT_OK(store_admin_list(s, &list, &n));
+                ASSERT_EQ(n, 3U);
+                ASSERT_STREQ(list[0]->name, "alice");
+                ASSERT_STREQ(list[1]->name, "bob@example.org");
+                ASSERT_STREQ(list[2]->name, "zoe");
+                store_admin_array_free(list, n);
+
+                CASE("%s: set password, disable, login", b->name);
+                ASSERT_OK(store_admin_set_password(s, "alice", HASH_B, T0 + 10));
+                ASSERT_ERROR(store_admin_set_password(s, "nobody", HASH_B, T0 + 10), ENOENT);
+                ASSERT_OK(store_admin_touch_login(s, "alice", T0 + 11));
+                ASSERT_ERROR(store_admin_touch_login(s, "nobody", T0 + 11), ENOENT);
+                ASSERT_OK(store_admin_set_disabled(s, "alice", T0 + 12));
+                ASSERT_ERROR(store_admin_set_disabled(s, "nobody", T0 + 12), ENOENT);
+                {
+                        _cleanup_(store_admin_freep) StoreAdmin *a = admin_get(s, "alice");
+
+                        ASSERT_STREQ(a->password_hash, HASH_B);
+                        ASSERT_UEQ(a->password_changed_at, T0 + 10);
+                        ASSERT_UEQ(a->last_login_at, T0 + 11);
+                        ASSERT_UEQ(a->disabled_at, T0 + 12);
+                        ASSERT_UEQ(a->created_at, T0 + 1);
+                }
+                ASSERT_OK(store_admin_set_disabled(s, "alice", 0));
+                {
+                        _cleanup_(store_admin_freep) StoreAdmin *a = admin_get(s, "alice");
+
+                        ASSERT_UEQ(a->disabled_at, 0);
+                }
+
+                CASE("%s: delete", b->name);
+                ASSERT_OK(store_admin_delete(s, "zoe"));
+                ASSERT_ERROR(store_admin_delete(s, "zoe"), ENOENT);
+                {
+                        StoreAdmin *a = NULL;
+
+                        ASSERT_ERROR(store_admin_get(s, "zoe", &a), ENOENT);
+                        ASSERT_NULL(a);
+                }
+                /* The name is free again. */
+                admin_create(s, "zoe", T0 + 20);
+                ASSERT_OK(store_check_integrity(s));
+        }
+}
+
+TEST(admins_invalid) {
+        FOREACH_BACKEND(b) {
+                _cleanup_(store_freep) Store *s = NULL;
+                char long_name[STORE_ADMIN_NAME_MAX + 2];
+                static const char *const names[] = { "", "Alice", "_alice", "al ice", "al'ice", "al\"ice",
+                                                     "alice;drop", "al\nice", "ålice" };
+                static const char *const hashes[] = {
+                        "correct horse battery staple",
+                        "$argon2i$v=19$m=65536,t=3,p=1$c2FsdA$aGFzaA",
+                        "$argon2id$v=19$m=65536,t=3,p=1$salt$hash with space",
+                        "$argon2id$v=19$m=65536,t=3,p=1$salt$hash\n",
+                        "",
+                };
+
+                CASE("%s", b->name);
+                s = open_store(b, "admins-invalid");
+                for (size_t i = 0; i < ELEMENTSOF(names); i++) {
+                        StoreAdmin a = { .name = (char *) names[i], .password_hash = (char *) HASH_A,
+                                         .created_by = (char *) "root", .created_at = T0 };
+
+                        CASE("%s: name '%s'", b->name, names[i]);
+                        ASSERT_FALSE(store_admin_name_is_valid(names[i]));
+                        ASSERT_ERROR(store_admin_create(s, &a), EINVAL);
+                }
+                memset(long_name, 'a', sizeof(long_name) - 1);
+                long_name[sizeof(long_name) - 1] = '\0';
+                ASSERT_FALSE(store_admin_name_is_valid(long_name));
+                ASSERT_FALSE(store_admin_name_is_valid(NULL));
+                long_name[STORE_ADMIN_NAME_MAX] = '\0';
+                ASSERT_TRUE(store_admin_name_is_valid(long_name));
+                ASSERT_TRUE(store_admin_name_is_valid("0ps.team_1@example-corp.org"));
+
+                /* Only argon2id encoded strings: a plaintext password is never stored by mistake. */
+                for (size_t i = 0; i < ELEMENTSOF(hashes); i++) {
+                        StoreAdmin a = { .name = (char *) "alice", .password_hash = (char *) hashes[i],
+                                         .created_by = (char *) "root", .created_at = T0 };
+
+                        CASE("%s: hash '%s'", b->name, hashes[i]);
+                        ASSERT_ERROR(store_admin_create(s, &a), EINVAL);
+                }
+
+                CASE("%s: fields the store sets", b->name);
+                {
+                        StoreAdmin a = { .name = (char *) "alice", .password_hash = (char *) HASH_A,
+                                         .created_by = (char *) "root", .created_at = T0, .last_login_at = T0 };
+
+                        ASSERT_ERROR(store_admin_create(s, &a), EINVAL);
+                        a.last_login_at = 0;
+                        a.disabled_at = T0;
+                        ASSERT_ERROR(store_admin_create(s, &a), EINVAL);
+                        a.disabled_at = 0;
+                        a.created_at = 0;
+                        ASSERT_ERROR(store_admin_create(s, &a), EINVAL);
+                        a.created_at = T0;
+                        a.created_by = NULL;
+                        ASSERT_ERROR(store_admin_create(s, &a), EINVAL);
+                }
+                ASSERT_ERROR(store_admin_set_password(s, "alice", "plaintext password!", T0), EINVAL);
+                ASSERT_ERROR(store_admin_delete(s, "Alice"), EINVAL);
+                {
+                        StoreAdmin **list = NULL;
+                        size_t n = 0;
+
+                        ASSERT_OK(store_admin_list(s, &list, &n));
+                        ASSERT_EQ(n, 0U);
+                        store_admin_array_free(list, n);
+                }
+        }
+}
+
+TEST(api_tokens_round_trip) {
+        FOREACH_BACKEND(b) {
+                _cleanup_(store_freep) Store *s = NULL;
+                StoreApiToken t1 = api_token_make(1, "alice", "ci", STORE_SCOPE_READ_WRITE),
+                              t2 = api_token_make(3, "alice", "grafana \"read\"; DROP TABLE api_tokens;--",
+                                                  STORE_SCOPE_READ),
+                              t3 = api_token_make(5, "bob", "ci", STORE_SCOPE_READ);
+                StoreApiToken **list = NULL;
+                uint8_t unknown[STORE_CREDENTIAL_ID_SIZE] = { 0x42 };
+                size_t n = 0;
+
+                CASE("%s", b->name);
+                s = open_store(b, "api-tokens");
+                ASSERT_ERROR(store_api_token_create(s, &t1), ENOENT);
+                admin_create(s, "alice", T0);
+                admin_create(s, "bob", T0);
+                ASSERT_OK(store_api_token_create(s, &t1));
+                t2.created_at = T0 + 1;
+                ASSERT_OK(store_api_token_create(s, &t2));
+                ASSERT_OK(store_api_token_create(s, &t3));
+                /* The id is unique; so is a live name per admin (bob's "ci" is another admin's). */
+                ASSERT_ERROR(store_api_token_create(s, &t1), EEXIST);
+                {
+                        StoreApiToken dup = api_token_make(7, "alice", "ci", STORE_SCOPE_READ);
+
+                        ASSERT_ERROR(store_api_token_create(s, &dup), EEXIST);
+                }
+
+                {
+                        _cleanup_(store_api_token_freep) StoreApiToken *got = NULL;
+
+                        ASSERT_OK(store_api_token_get(s, t2.id, &got));
+                        ASSERT_MEMEQ(got->id, t2.id, sizeof(t2.id));
+                        ASSERT_STREQ(got->name, t2.name);
+                        ASSERT_STREQ(got->admin, "alice");
+                        ASSERT_EQ(got->scope, STORE_SCOPE_READ);
+                        ASSERT_MEMEQ(got->secret_hash, t2.secret_hash, sizeof(t2.secret_hash));
+                        ASSERT_UEQ(got->created_at, T0 + 1);
+                        ASSERT_UEQ(got->expires_at, T0 + USEC_PER_DAY);
+                        ASSERT_UEQ(got->last_used_at, 0);
+                        ASSERT_UEQ(got->revoked_at, 0);
+                        got = store_api_token_free(got);
+                        ASSERT_ERROR(store_api_token_get(s, unknown, &got), ENOENT);
+                }
+                ASSERT_OK(store_api_token_list(s, "alice", &list, &n));
+                ASSERT_EQ(n, 2U);
+                ASSERT_MEMEQ(list[0]->id, t1.id, sizeof(t1.id));
+                ASSERT_MEMEQ(list[1]->id, t2.id, sizeof(t2.id));
+                store_api_token_array_free(list, n);
+                ASSERT_EQ(n_api_tokens(s, NULL), 3U);
+                ASSERT_EQ(n_api_tokens(s, "carol"), 0U);
+
+                CASE("%s: touch", b->name);
+                ASSERT_OK(store_api_token_touch(s, t1.id, T0 + 100));
+                /* Never backwards (batched writes may arrive out of order). */
+                ASSERT_OK(store_api_token_touch(s, t1.id, T0 + 50));
+                ASSERT_ERROR(store_api_token_touch(s, unknown, T0 + 50), ENOENT);
+                {
+                        _cleanup_(store_api_token_freep) StoreApiToken *got = NULL;
+
+                        ASSERT_OK(store_api_token_get(s, t1.id, &got));
+                        ASSERT_UEQ(got->last_used_at, T0 + 100);
+                }
+
+                CASE("%s: revoke", b->name);
+                ASSERT_OK(store_api_token_revoke(s, t1.id, T0 + 200));
+                ASSERT_ERROR(store_api_token_revoke(s, t1.id, T0 + 201), EALREADY);
+                ASSERT_ERROR(store_api_token_revoke(s, unknown, T0 + 201), ENOENT);
+                {
+                        _cleanup_(store_api_token_freep) StoreApiToken *got = NULL;
+                        /* A revoked token frees its name. */
+                        StoreApiToken again = api_token_make(9, "alice", "ci", STORE_SCOPE_READ);
+
+                        ASSERT_OK(store_api_token_get(s, t1.id, &got));
+                        ASSERT_UEQ(got->revoked_at, T0 + 200);
+                        ASSERT_OK(store_api_token_create(s, &again));
+                }
+
+                CASE("%s: delete", b->name);
+                ASSERT_OK(store_api_token_delete(s, t1.id));
+                ASSERT_ERROR(store_api_token_delete(s, t1.id), ENOENT);
+                ASSERT_EQ(n_api_tokens(s, "alice"), 2U);
+                ASSERT_OK(store_check_integrity(s));
+        }
+}
+
+TEST(api_tokens_invalid_and_bounded) {
+        FOREACH_BACKEND(b) {
+                _cleanup_(store_freep) Store *s = NULL;
+                char long_name[STORE_API_TOKEN_NAME_MAX + 2];
+
+                CASE("%s", b->name);
+                s = open_store(b, "api-tokens-invalid");
+                admin_create(s, "alice", T0);
+                {
+                        StoreApiToken t = api_token_make(1, "alice", "ci", STORE_SCOPE_READ);
+
+                        memset(t.id, 0, sizeof(t.id));
+                        ASSERT_ERROR(store_api_token_create(s, &t), EINVAL);
+                        t = api_token_make(1, "alice", "ci", STORE_SCOPE_READ);
+                        memset(t.secret_hash, 0, sizeof(t.secret_hash));
+                        ASSERT_ERROR(store_api_token_create(s, &t), EINVAL);
+                        t = api_token_make(1, "alice", "", STORE_SCOPE_READ);
+                        ASSERT_ERROR(store_api_token_create(s, &t), EINVAL);
+                        t = api_token_make(1, "alice", "new\nline", STORE_SCOPE_READ);
+                        ASSERT_ERROR(store_api_token_create(s, &t), EINVAL);
+                        memset(long_name, 'n', sizeof(long_name) - 1);
+                        long_name[sizeof(long_name) - 1] = '\0';
+                        t = api_token_make(1, "alice", long_name, STORE_SCOPE_READ);
+                        ASSERT_ERROR(store_api_token_create(s, &t), EINVAL);
+                        t = api_token_make(1, "Alice", "ci", STORE_SCOPE_READ);
+                        ASSERT_ERROR(store_api_token_create(s, &t), EINVAL);
+                        t = api_token_make(1, "alice", "ci", _STORE_SCOPE_MAX);
+                        ASSERT_ERROR(store_api_token_create(s, &t), EINVAL);
+                        t = api_token_make(1, "alice", "ci", STORE_SCOPE_READ);
+                        t.expires_at = t.created_at;
+                        ASSERT_ERROR(store_api_token_create(s, &t), EINVAL);
+                        t = api_token_make(1, "alice", "ci", STORE_SCOPE_READ);
+                        t.revoked_at = T0;
+                        ASSERT_ERROR(store_api_token_create(s, &t), EINVAL);
+                        t = api_token_make(1, "alice", "ci", STORE_SCOPE_READ);
+                        t.last_used_at = T0;
+                        ASSERT_ERROR(store_api_token_create(s, &t), EINVAL);
+                }
+                ASSERT_EQ(n_api_tokens(s, NULL), 0U);
+
+                CASE("%s: at most %d per admin, revoked ones included", b->name, STORE_API_TOKENS_PER_ADMIN_MAX);
+                for (int i = 0; i < STORE_API_TOKENS_PER_ADMIN_MAX; i++) {
+                        char name[16];
+                        StoreApiToken t;
+
+                        snprintf(name, sizeof(name), "t%d", i);
+                        t = api_token_make(1, "alice", name, STORE_SCOPE_READ);
+                        t.id[1] = (uint8_t) i;
+                        ASSERT_OK(store_api_token_create(s, &t));
+                        if (i == 0)
+                                ASSERT_OK(store_api_token_revoke(s, t.id, T0 + 1));
+                }
+                {
+                        StoreApiToken t = api_token_make(2, "alice", "one too many", STORE_SCOPE_READ);
+
+                        ASSERT_ERROR(store_api_token_create(s, &t), E2BIG);
+                        t.id[1] = 0;
+                        t.id[0] = 1;
+                        /* Deleting one makes room. */
+                        ASSERT_OK(store_api_token_delete(s, t.id));
+                        t.id[0] = 2;
+                        ASSERT_OK(store_api_token_create(s, &t));
+                }
+                ASSERT_EQ(n_api_tokens(s, "alice"), (size_t) STORE_API_TOKENS_PER_ADMIN_MAX);
+        }
+}
+
+TEST(sessions_round_trip) {
+        FOREACH_BACKEND(b) {
+                _cleanup_(store_freep) Store *s = NULL;
+                StoreSession s1 = session_make(1, "alice", T0), s2 = session_make(4, "alice", T0 + 1),
+                             s3 = session_make(7, "bob", T0 + 2);
+                uint8_t unknown[STORE_CREDENTIAL_ID_SIZE] = { 0x42 };
+                StoreSession **list = NULL;
+                size_t n = 0;
+
+                CASE("%s", b->name);
+                s = open_store(b, "sessions");
+                ASSERT_ERROR(store_session_create(s, &s1), ENOENT);
+                admin_create(s, "alice", T0);
+                admin_create(s, "bob", T0);
+                s2.address = NULL;
+                s2.user_agent = NULL;
+                ASSERT_OK(store_session_create(s, &s1));
+                ASSERT_OK(store_session_create(s, &s2));
+                ASSERT_OK(store_session_create(s, &s3));
+                ASSERT_ERROR(store_session_create(s, &s1), EEXIST);
+
+                {
+                        _cleanup_(store_session_freep) StoreSession *got = NULL;
+
+                        ASSERT_OK(store_session_get(s, s1.id, &got));
+                        ASSERT_MEMEQ(got->id, s1.id, sizeof(s1.id));
+                        ASSERT_STREQ(got->admin, "alice");
+                        ASSERT_MEMEQ(got->secret_hash, s1.secret_hash, sizeof(s1.secret_hash));
+                        ASSERT_MEMEQ(got->csrf_hash, s1.csrf_hash, sizeof(s1.csrf_hash));
+                        ASSERT_UEQ(got->created_at, T0);
+                        ASSERT_UEQ(got->expires_at, T0 + 12 * USEC_PER_HOUR);
+                        ASSERT_UEQ(got->last_seen_at, T0);
+                        ASSERT_STREQ(got->address, "2001:db8::7");
+                        ASSERT_STREQ(got->user_agent, "curl/7.88.1");
+                        got = store_session_free(got);
+                        ASSERT_OK(store_session_get(s, s2.id, &got));
+                        ASSERT_NULL(got->address);
+                        ASSERT_NULL(got->user_agent);
+                        got = store_session_free(got);
+                        ASSERT_ERROR(store_session_get(s, unknown, &got), ENOENT);
+                }
+                ASSERT_OK(store_session_list(s, "alice", &list, &n));
+                ASSERT_EQ(n, 2U);
+                ASSERT_MEMEQ(list[0]->id, s1.id, sizeof(s1.id));
+                ASSERT_MEMEQ(list[1]->id, s2.id, sizeof(s2.id));
+                store_session_array_free(list, n);
+                ASSERT_EQ(n_sessions(s, NULL), 3U);
+
+                CASE("%s: touch", b->name);
+                ASSERT_OK(store_session_touch(s, s1.id, T0 + 60 * USEC_PER_SEC));
+                ASSERT_OK(store_session_touch(s, s1.id, T0 + 30 * USEC_PER_SEC));
+                ASSERT_ERROR(store_session_touch(s, unknown, T0), ENOENT);
+                {
+                        _cleanup_(store_session_freep) StoreSession *got = NULL;
+
+                        ASSERT_OK(store_session_get(s, s1.id, &got));
+                        ASSERT_UEQ(got->last_seen_at, T0 + 60 * USEC_PER_SEC);
+                }
+
+                CASE("%s: delete", b->name);
+                ASSERT_OK(store_session_delete(s, s2.id));
+                ASSERT_ERROR(store_session_delete(s, s2.id), ENOENT);
+
+                CASE("%s: expiry", b->name);
+                /* s1: seen at +60 s; s3: created at +2 µs, never seen since. Idle after 30 min. */
+                ASSERT_EQ(store_sessions_delete_expired(s, T0 + 30 * USEC_PER_MINUTE, 30 * USEC_PER_MINUTE), 0);
+                ASSERT_EQ(store_sessions_delete_expired(s, T0 + 2 + 30 * USEC_PER_MINUTE, 30 * USEC_PER_MINUTE), 1);
+                ASSERT_EQ(n_sessions(s, "bob"), 0U);
+                /* Without the idle rule only the absolute end counts. */
+                ASSERT_EQ(store_sessions_delete_expired(s, T0 + 12 * USEC_PER_HOUR - 1, 0), 0);
+                ASSERT_EQ(store_sessions_delete_expired(s, T0 + 12 * USEC_PER_HOUR, 0), 1);
+                ASSERT_EQ(n_sessions(s, NULL), 0U);
+                ASSERT_EQ(store_sessions_delete_expired(s, T0 + 12 * USEC_PER_HOUR, 0), 0);
+                ASSERT_OK(store_check_integrity(s));
+        }
+}
+
+TEST(sessions_invalid_and_bounded) {
+        FOREACH_BACKEND(b) {
+                _cleanup_(store_freep) Store *s = NULL;
+                char ua[STORE_USER_AGENT_MAX + 2];
+
+                CASE("%s", b->name);
+                s = open_store(b, "sessions-invalid");
+                admin_create(s, "alice", T0);
+                {
+                        StoreSession ses = session_make(1, "alice", T0);
+
+                        memset(ses.csrf_hash, 0, sizeof(ses.csrf_hash));
+                        ASSERT_ERROR(store_session_create(s, &ses), EINVAL);
+                        ses = session_make(1, "alice", T0);
+                        memset(ses.secret_hash, 0, sizeof(ses.secret_hash));
+                        ASSERT_ERROR(store_session_create(s, &ses), EINVAL);
+                        ses = session_make(1, "alice", T0);
+                        ses.address = (char *) "not an address";
+                        ASSERT_ERROR(store_session_create(s, &ses), EINVAL);
+                        ses = session_make(1, "alice", T0);
+                        ses.user_agent = (char *) "tab\there";
+                        ASSERT_ERROR(store_session_create(s, &ses), EINVAL);
+                        memset(ua, 'u', sizeof(ua) - 1);
+                        ua[sizeof(ua) - 1] = '\0';
+                        ses.user_agent = ua;
+                        ASSERT_ERROR(store_session_create(s, &ses), EINVAL);
+                        ses = session_make(1, "alice", T0);
+                        ses.expires_at = T0;
+                        ASSERT_ERROR(store_session_create(s, &ses), EINVAL);
+                        ses = session_make(1, "alice", T0);
+                        ses.last_seen_at = T0 - 1;
+                        ASSERT_ERROR(store_session_create(s, &ses), EINVAL);
+                }
+                ASSERT_EQ(n_sessions(s, NULL), 0U);
+
+                CASE("%s: disabled admins get none", b->name);
+                ASSERT_OK(store_admin_set_disabled(s, "alice", T0));
+                {
+                        StoreSession ses = session_make(1, "alice", T0);
+
+                        ASSERT_ERROR(store_session_create(s, &ses), EPERM);
+                }
+                ASSERT_OK(store_admin_set_disabled(s, "alice", 0));
+
+                CASE("%s: at most %d per admin, the least recently seen goes", b->name,
+                     STORE_SESSIONS_PER_ADMIN_MAX);
+                for (int i = 0; i < STORE_SESSIONS_PER_ADMIN_MAX; i++) {
+                        StoreSession ses = session_make(1, "alice", T0 + (usec_t) i);
+
+                        ses.id[1] = (uint8_t) i;
+                        /* The first one is the busiest. */
+                        if (i == 0)
+                                ses.last_seen_at = T0 + USEC_PER_HOUR;
+                        ASSERT_OK(store_session_create(s, &ses));
+                }
+                {
+                        StoreSession ses = session_make(1, "alice", T0 + 100);
+                        _cleanup_(store_session_freep) StoreSession *got = NULL;
+
+                        ses.id[1] = 0xff;
+                        ASSERT_OK(store_session_create(s, &ses));
+                        ASSERT_EQ(n_sessions(s, "alice"), (size_t) STORE_SESSIONS_PER_ADMIN_MAX);
+                        ASSERT_OK(store_session_get(s, ses.id, &got));
+                        got = store_session_free(got);
+                        /* Session 1 (seen at T0 + 1) went, session 0 (seen an hour later) stayed. */
+                        ses.id[1] = 1;
+                        ASSERT_ERROR(store_session_get(s, ses.id, &got), ENOENT);
+                        ses.id[1] = 0;
+                        ASSERT_OK(store_session_get(s, ses.id, &got));
+                }
+        }
+}
+
+TEST(admin_changes_end_credentials) {
+        FOREACH_BACKEND(b) {
+                _cleanup_(store_freep) Store *s = NULL;
+                StoreApiToken t = api_token_make(1, "alice", "ci", STORE_SCOPE_READ);
+                StoreSession ses;
+
+                CASE("%s", b->name);
+                s = open_store(b, "admin-changes");
+                admin_create(s, "alice", T0);
+                admin_create(s, "bob", T0);
+                ASSERT_OK(store_api_token_create(s, &t));
+                ses = session_make(10, "alice", T0);
+                ASSERT_OK(store_session_create(s, &ses));
+                ses = session_make(20, "bob", T0);
+                ASSERT_OK(store_session_create(s, &ses));
+
+                /* A new password ends sessions, not API tokens. */
+                ASSERT_OK(store_admin_set_password(s, "alice", HASH_B, T0 + 1));
+                ASSERT_EQ(n_sessions(s, "alice"), 0U);
+                ASSERT_EQ(n_api_tokens(s, "alice"), 1U);
+                ses = session_make(30, "alice", T0 + 2);
+                ASSERT_OK(store_session_create(s, &ses));
+
+                /* So does disabling. */
+                ASSERT_OK(store_admin_set_disabled(s, "alice", T0 + 3));
+                ASSERT_EQ(n_sessions(s, "alice"), 0U);
+                ASSERT_EQ(n_api_tokens(s, "alice"), 1U);
+                ASSERT_OK(store_admin_set_disabled(s, "alice", 0));
+                ses = session_make(40, "alice", T0 + 4);
+                ASSERT_OK(store_session_create(s, &ses));
+
+                /* Deleting the admin deletes both, in the same transaction; other admins keep theirs. */
+                ASSERT_OK(store_admin_delete(s, "alice"));
+                ASSERT_EQ(n_sessions(s, "alice"), 0U);
+                ASSERT_EQ(n_api_tokens(s, "alice"), 0U);
+                ASSERT_EQ(n_sessions(s, "bob"), 1U);
+                {
+                        _cleanup_(store_api_token_freep) StoreApiToken *got = NULL;
+
+                        ASSERT_ERROR(store_api_token_get(s, t.id, &got), ENOENT);
+                }
+                ASSERT_OK(store_check_integrity(s));
+        }
+}
+
+static int count_auth_tables(const char *path) {
+        sqlite3_stmt *st = NULL;
+        sqlite3 *db = NULL;
+        int n;
+
+        ASSERT_EQ(sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
+        ASSERT_EQ(sqlite3_prepare_v2(db,
+                                     "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name IN "
+                                     "('admins', 'api_tokens', 'sessions')",
+                                     -1, &st, NULL),
+                  SQLITE_OK);
+        ASSERT_EQ(sqlite3_step(st), SQLITE_ROW);
+        n = sqlite3_column_int(st, 0);
+        sqlite3_finalize(st);
+        ASSERT_EQ(sqlite3_close(db), SQLITE_OK);
+        return n;
+}
+
+TEST(sqlite_migration_4_adds_auth) {
+        _cleanup_(store_freep) Store *s = NULL;
+        _cleanup_free_ char *before = NULL, *after = NULL;
+        TestToken consumed, fresh;
+        const char *path = sqlite_path("auth4");
+
+        ASSERT_OK(store_open_sqlite_migrations(path, MIGRATION_AUTH - 1, &s));
+        populate(s, &consumed, &fresh);
+        before = dump_store(s);
+        /* Code that knows only version 3 has no admins to offer. */
+        {
+                StoreAdmin **list = NULL;
+                size_t n = 0;
+
+                ASSERT_ERROR(store_admin_list(s, &list, &n), EOPNOTSUPP);
+                ASSERT_ERROR(store_admin_create(s, &(const StoreAdmin) { .name = (char *) "alice",
+                                                                          .password_hash = (char *) HASH_A,
+                                                                          .created_by = (char *) "root",
+                                                                          .created_at = T0 }),
+                             EOPNOTSUPP);
+        }
+        s = store_free(s);
+        ASSERT_EQ(count_auth_tables(path), 0);
+
+        ASSERT_OK(store_open_sqlite_migrations(path, MIGRATION_AUTH, &s));
+        ASSERT_EQ(count_auth_tables(path), 3);
+        after = dump_store(s);
+        ASSERT_STREQ(before, after);
+        ASSERT_EQ(n_sessions(s, NULL), 0U);
+        admin_create(s, "alice", T0);
+        ASSERT_OK(store_check_integrity(s));
+}
+
+TEST(auth_strings) {
+        ASSERT_STREQ(store_scope_to_string(STORE_SCOPE_READ), "read");
+        ASSERT_STREQ(store_scope_to_string(STORE_SCOPE_READ_WRITE), "read-write");
+        ASSERT_NULL(store_scope_to_string(_STORE_SCOPE_MAX));
+        ASSERT_EQ(store_scope_from_string("read"), STORE_SCOPE_READ);
+        ASSERT_EQ(store_scope_from_string("read-write"), STORE_SCOPE_READ_WRITE);
+        ASSERT_EQ(store_scope_from_string("write"), _STORE_SCOPE_INVALID);
+        ASSERT_EQ(store_scope_from_string(NULL), _STORE_SCOPE_INVALID);
+}
+
 /* Integrity */
 
 TEST(integrity_fresh) {
@@ -2882,4 +3513,10 @@ TEST(free_accepts_null) {
         store_resource_array_free(NULL, 0);
         store_group_array_free(NULL, 0);
         store_policy_array_free(NULL, 0);
+        ASSERT_NULL(store_admin_free(NULL));
+        ASSERT_NULL(store_api_token_free(NULL));
+        ASSERT_NULL(store_session_free(NULL));
+        store_admin_array_free(NULL, 0);
+        store_api_token_array_free(NULL, 0);
+        store_session_array_free(NULL, 0);
 }
