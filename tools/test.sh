@@ -3,8 +3,9 @@
 #
 # Runs every test ztna has: installs dependencies, builds with warnings as errors (gcc), builds with
 # AddressSanitizer+UBSan, runs the unit tests and the fuzz-corpus replays in both, the integration tests
-# (tests/integration, pytest) with the release build, then runs each libFuzzer target (clang) for a
-# bounded time. The last line is "N passed, N failed, N skipped"; the exit status is non-zero if anything
+# (tests/integration, pytest) with the release build, the systemd and packaging tests (tests/systemd:
+# unit hardening, docs, .deb/.rpm builds, an end-to-end run under systemd in systemd-nspawn), then runs
+# each libFuzzer target (clang) for a bounded time. The last line is "N passed, N failed, N skipped"; the exit status is non-zero if anything
 # failed.
 #
 #   sudo ./tools/test.sh                 everything
@@ -98,6 +99,18 @@ ZTNA_BUILD_DIR="$out/asan" ZTNA_SANITIZED=1 /usr/bin/python3 -m pytest -q \
         "$src"/tests/integration/test_dataplane.py \
         --junitxml="$out/pytest-asan.xml" -o cache_dir="$out/pytest-cache" </dev/null
 count --junit "$label" "$out/pytest-asan.xml" "$?"
+
+# systemd integration and packaging (tests/systemd): the units' hardening (systemd-analyze security),
+# the man pages and completions, the .deb and .rpm packages (built once into $out/packages, from a clean
+# copy of the tree), and the end-to-end run under a real systemd booted with systemd-nspawn with the .debs
+# installed. Skipped with a message, not failed, only where nspawn cannot boot.
+label="systemd and packages (pytest)"
+note "$label"
+rm -f "$out/pytest-systemd.xml"
+mkdir -p "$out/packages"
+ZTNA_BUILD_DIR="$out/release" ZTNA_PACKAGES_DIR="$out/packages" /usr/bin/python3 -m pytest -q \
+        "$src/tests/systemd" --junitxml="$out/pytest-systemd.xml" -o cache_dir="$out/pytest-cache" </dev/null
+count --junit "$label" "$out/pytest-systemd.xml" "$?"
 
 # libFuzzer: each target explores from its seed corpus for a bounded time. New inputs go to a scratch
 # directory, never into the tree; a crash leaves its input under $out/fuzz-artifacts/.
