@@ -7,6 +7,9 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/uio.h>
+/* Our own CODE_FILE/CODE_LINE/CODE_FUNC are the caller's; without this, sd_journal_sendv() is a macro that
+ * adds log.c's as well, and every entry carries two of each. */
+#define SD_JOURNAL_SUPPRESS_LOCATION 1
 #include <systemd/sd-journal.h>
 
 #include "log.h"

@@ -263,6 +263,10 @@ def test_no_secret_in_database_or_journal(controller, node, tmp_path):
     assert len(consumed) == 1, consumed
     assert consumed[0]["ZTNA_TOKEN_ID"] == token_id_of(tokens[0])
     assert consumed[0]["ZTNA_SUBJECT"] == f"spiffe://{controller.trust_domain}/connector/conn-1"
+    # One code location, the caller's: not log.c's as well (journalctl shows a repeated field as a list).
+    for field in ("CODE_FILE", "CODE_LINE", "CODE_FUNC"):
+        assert isinstance(consumed[0][field], str), (field, consumed[0][field])
+    assert not consumed[0]["CODE_FILE"].endswith("log.c"), consumed[0]["CODE_FILE"]
     refused = controller.journal("-o", "json", "ZTNA_EVENT=token-refused")
     assert "token already used" in refused
 
