@@ -152,7 +152,7 @@ static void http(sd_event *e, unsigned port, const char *request, Response *ret)
 }
 
 static void new_health(sd_event *e, Readiness *r, AgentHealth **ret, unsigned *ret_port) {
-        ASSERT_OK(agent_health_new(e, "127.0.0.1:0", readiness, r, ret));
+        ASSERT_OK(agent_health_new(e, "127.0.0.1:0", readiness, NULL, r, ret));
         *ret_port = agent_health_get_port(*ret);
         ASSERT_GT(*ret_port, 0);
 }
@@ -286,11 +286,11 @@ TEST(listen_addresses) {
         ASSERT_OK(sd_event_new(&e));
         for (size_t i = 0; i < ELEMENTSOF(bad); i++) {
                 CASE("'%s'", bad[i]);
-                ASSERT_ERROR(agent_health_new(e, bad[i], readiness, &r, &h), EINVAL);
+                ASSERT_ERROR(agent_health_new(e, bad[i], readiness, NULL, &r, &h), EINVAL);
                 ASSERT_TRUE(h == (AgentHealth *) &r); /* untouched on failure */
         }
         CASE("NULL");
-        ASSERT_ERROR(agent_health_new(e, NULL, readiness, &r, &h), EINVAL);
+        ASSERT_ERROR(agent_health_new(e, NULL, readiness, NULL, &r, &h), EINVAL);
 
         for (size_t i = 0; i < ELEMENTSOF(good); i++) {
                 _cleanup_(agent_health_freep) AgentHealth *g = NULL;
@@ -298,7 +298,7 @@ TEST(listen_addresses) {
                 int k;
 
                 CASE("'%s'", good[i].listen);
-                k = agent_health_new(e, good[i].listen, readiness, &r, &g);
+                k = agent_health_new(e, good[i].listen, readiness, NULL, &r, &g);
                 if (good[i].family == AF_INET6 && (k == -EADDRNOTAVAIL || k == -EAFNOSUPPORT))
                         continue; /* no IPv6 loopback here */
                 ASSERT_OK(k);
@@ -322,7 +322,7 @@ TEST(port_in_use) {
         ASSERT_OK(sd_event_new(&e));
         new_health(e, &r, &a, &port);
         snprintf(listen, sizeof(listen), "127.0.0.1:%u", port);
-        ASSERT_ERROR(agent_health_new(e, listen, readiness, &r, &b), EADDRINUSE);
+        ASSERT_ERROR(agent_health_new(e, listen, readiness, NULL, &r, &b), EADDRINUSE);
         ASSERT_NULL(b);
 }
 
@@ -370,7 +370,7 @@ TEST(free_releases_port) {
         close(fd);
 
         snprintf(listen, sizeof(listen), "127.0.0.1:%u", port);
-        ASSERT_OK(agent_health_new(e, listen, readiness, &r, &h));
+        ASSERT_OK(agent_health_new(e, listen, readiness, NULL, &r, &h));
         ASSERT_EQ(agent_health_get_port(h), port);
         http(e, port, REQ("GET", "/healthz", ""), &resp);
         ASSERT_EQ(resp.status, 200);
@@ -456,4 +456,51 @@ TEST(idle_timeout) {
         ASSERT_EQ(c.n, 0u);
         ASSERT_GE(now(CLOCK_MONOTONIC) - start, (AGENT_HEALTH_TIMEOUT_SEC - 1) * USEC_PER_SEC);
         client_done(&c);
+}
+
+static char *metrics_text(void *userdata) {
+        Readiness *r = userdata;
+
+        r->calls++;
+        return r->ready ? strdup("# TYPE ztna_up gauge\nztna_up 1\n") : NULL;
+}
+
+TEST(metrics) {
+        _cleanup_(sd_event_unrefp) sd_event *e = NULL;
+        _cleanup_(agent_health_freep) AgentHealth *h = NULL, *without = NULL;
+        Readiness r = { .ready = true };
+        Response resp;
+        unsigned port;
+
+        ASSERT_OK(sd_event_new(&e));
+        ASSERT_OK(agent_health_new(e, "127.0.0.1:0", readiness, metrics_text, &r, &h));
+        port = agent_health_get_port(h);
+
+        http(e, port, REQ("GET", "/metrics", ""), &resp);
+        ASSERT_EQ(resp.status, 200);
+        ASSERT_STREQ(resp.body, "# TYPE ztna_up gauge\nztna_up 1\n");
+        ASSERT_STRSTR(resp.headers, "\r\nContent-Type: text/plain; version=0.0.4; charset=utf-8\r\n");
+        ASSERT_STRSTR(resp.headers, "\r\nCache-Control: no-store\r\n");
+        ASSERT_EQ(r.calls, 1u);
+
+        http(e, port, REQ("HEAD", "/metrics", ""), &resp);
+        ASSERT_EQ(resp.status, 200);
+        ASSERT_STREQ(resp.body, "");
+
+        /* The callback has nothing: 503. */
+        r.ready = false;
+        http(e, port, REQ("GET", "/metrics", ""), &resp);
+        ASSERT_EQ(resp.status, 503);
+        ASSERT_STREQ(resp.body, "metrics not available\n");
+        ASSERT_EQ(r.calls, 3u);
+
+        http(e, port, REQ("POST", "/metrics", ""), &resp);
+        ASSERT_EQ(resp.status, 405);
+        ASSERT_STRSTR(resp.headers, "\r\nAllow: GET, HEAD\r\n");
+
+        /* No callback at all: 503 too. */
+        new_health(e, &r, &without, &port);
+        http(e, port, REQ("GET", "/metrics", ""), &resp);
+        ASSERT_EQ(resp.status, 503);
+        ASSERT_STREQ(resp.body, "metrics not available\n");
 }
