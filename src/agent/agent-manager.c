@@ -16,6 +16,7 @@
 #include "agent-bus.h"
 #include "agent-health.h"
 #include "agent-manager.h"
+#include "agent-metrics.h"
 #include "agent-policy.h"
 #include "agent-util.h"
 #include "config.h"
@@ -1231,6 +1232,11 @@ int agent_manager_new(const AgentManagerOptions *options, AgentManager **ret) {
         return 0;
 }
 
+/* GET /metrics on the health listener: the same numbers the bus shows, in Prometheus text. */
+static char *health_metrics(void *userdata) {
+        return agent_metrics_format(userdata);
+}
+
 static void auto_enroll_done(AgentManager *m, int error, const char *reason, void *userdata) {
         if (error == -ECANCELED || error >= 0)
                 return;
@@ -1275,7 +1281,8 @@ int agent_manager_run(AgentManager *m) {
 
         assert(m);
 
-        r = agent_health_new(m->event, m->config.health_listen, health_ready, m, &m->health);
+        r = agent_health_new(m->event, m->config.health_listen, health_ready, health_metrics, m,
+                             &m->health);
         if (r < 0)
                 return log_error_errno(r, "Failed to listen on '%s' for health checks: %m",
                                        m->config.health_listen);

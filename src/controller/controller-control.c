@@ -806,6 +806,12 @@ static void session_on_flow(ControlSession *s, const Ztna__V1__FlowEvent *f) {
         (void) snprintf(down, sizeof(down), "%" PRIu64, f->bytes_down);
         (void) snprintf(duration, sizeof(duration), "%" PRIu64, f->duration_ms);
         bool end = f->kind == ZTNA__V1__FLOW_EVENT__KIND__KIND_END;
+        /* Every flow has one start event, denied and refused ones included (connector-dataplane.c). */
+        if (!end) {
+                s->registry->manager->counters.flows++;
+                if (streq(f->result, "denied"))
+                        s->registry->manager->counters.denials++;
+        }
         const char *fields[] = {
                 "kind", end ? "end" : "start",
                 "flow_id", text_or_null(f->flow_id),

@@ -365,6 +365,7 @@ static int enroll_on_message(GrpcCall *call, ProtobufCMessage *msg, void *userda
         audit(m, call, AUDIT_TOKEN_CONSUMED,
               (AuditRecord) { .actor = spiffe->uri, .subject = spiffe->uri, .role = role,
                               .token_id = token_id });
+        m->counters.enrollments++;
         audit(m, call, AUDIT_ENROLLED,
               (AuditRecord) { .actor = spiffe->uri, .subject = spiffe->uri, .role = role,
                               .token_id = token_id, .serial = issued.serial, .not_after = issued.not_after,
@@ -479,6 +480,7 @@ static int renew_on_message(GrpcCall *call, ProtobufCMessage *msg, void *userdat
                 return renew_refuse(m, call, peer, GRPC_STATUS_INTERNAL, REASON_INTERNAL);
         }
 
+        m->counters.renewals++;
         audit(m, call, AUDIT_RENEWED,
               (AuditRecord) { .actor = peer->uri, .subject = peer->uri, .role = peer->role,
                               .serial = issued.serial, .not_after = issued.not_after,
@@ -764,6 +766,7 @@ static int reauth_proof(Reauth *ra, const Ztna__V1__ReauthProof *proof) {
         }
 
         ra->step = REAUTH_DONE;
+        m->counters.renewals++;
         audit(m, ra->call, AUDIT_REAUTHENTICATED,
               (AuditRecord) { .actor = id->uri, .subject = id->uri, .role = id->role,
                               .serial = issued.serial, .not_after = issued.not_after });

@@ -51,6 +51,14 @@ typedef struct ManagerOptions {
         const char *kek_file;       /* NULL: config's KeyFile= */
 } ManagerOptions;
 
+/* Since the daemon started, for /metrics (controller-metrics.h). */
+typedef struct ManagerCounters {
+        uint64_t enrollments;       /* agents enrolled (controller-enroll.c) */
+        uint64_t renewals;          /* certificates renewed, or re-issued by re-authentication */
+        uint64_t flows;             /* flows connectors reported (their start event, whatever the result) */
+        uint64_t denials;           /* of those, denied by policy */
+} ManagerCounters;
+
 typedef struct Manager {
         sd_event *event;
         ControllerConfig config;
@@ -75,6 +83,8 @@ typedef struct Manager {
         sd_event_source *ca_timer;
         sd_event_source *drain_timer;
         sd_event_source *status_timer;
+
+        ManagerCounters counters;
 
         bool stopping;
         usec_t started_at;
