@@ -1266,6 +1266,35 @@ int controller_ca_apply_tls(const ControllerCa *ca, TlsContext *ctx) {
         return tls_context_set_trust_bundle(ctx, ca->state.bundle);
 }
 
+int controller_ca_get_server_pem(const ControllerCa *ca, char **ret_chain, char **ret_key) {
+        _cleanup_x509_stack_ STACK_OF(X509) *chain = NULL;
+        _cleanup_free_ char *chain_pem = NULL;
+        char *key_pem = NULL;
+        size_t key_size = 0;
+        int r;
+
+        assert(ca);
+        assert(ret_chain);
+        assert(ret_key);
+
+        if (!ca->server_cert)
+                return -ENOENT;
+
+        X509 *certs[] = { ca->server_cert, ca->server_issuer, ca->server_root };
+        r = crypto_x509_stack_new(certs, ELEMENTSOF(certs), &chain);
+        if (r < 0)
+                return r;
+        r = crypto_x509_chain_to_pem(chain, &chain_pem);
+        if (r < 0)
+                return r;
+        r = crypto_key_to_pkcs8_pem(ca->server_key, &key_pem, &key_size);
+        if (r < 0)
+                return r;
+        *ret_chain = TAKE_PTR(chain_pem);
+        *ret_key = key_pem;
+        return 0;
+}
+
 usec_t controller_ca_get_server_not_after(const ControllerCa *ca) {
         assert(ca);
         return ca->server_cert ? ca->server_not_after : 0;

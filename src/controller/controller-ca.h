@@ -132,6 +132,10 @@ const char *controller_ca_get_trust_domain(const ControllerCa *ca);
  * clients need — and key) and the trust bundle on ctx. Call after load and whenever maintain reports
  * CONTROLLER_CA_CHANGED_SERVER or _BUNDLE. -ENOENT before the first controller_ca_maintain(). */
 int controller_ca_apply_tls(const ControllerCa *ca, TlsContext *ctx);
+/* The server identity as PEM, for servers that take it that way (the admin listener's libmicrohttpd): the
+ * chain (server certificate, issuing CA, root) and the PKCS#8 key. The key must be released with
+ * crypto_erase_and_free(key, strlen(key)). -ENOENT before the first controller_ca_maintain(). */
+int controller_ca_get_server_pem(const ControllerCa *ca, char **ret_chain, char **ret_key);
 /* notAfter of the server certificate (0 before the first maintain). */
 usec_t controller_ca_get_server_not_after(const ControllerCa *ca);
 /* Whether a root rotation is in progress (step 1 or 2 done, step 3 not). */

@@ -16,7 +16,7 @@
  *   ListenGRPC=           "0.0.0.0:8443". Whitespace-separated list of IP:port (IPv6 in brackets) the
  *                         gRPC listener binds when not socket-activated. Address literals only: binding
  *                         never depends on DNS.
- *   ListenAdmin=          "127.0.0.1:8444". The same for the admin API.
+ *   ListenAdmin=          "127.0.0.1:8444". The same for the admin listener (HTTPS: controller-admin.h).
  *   AdvertisedAddresses=  required. host:port list (names or addresses, not 0.0.0.0/::) that agents dial:
  *                         written into enrollment tokens and into the server certificate's DNS/IP SANs.
  *                         At most CONTROLLER_ADVERTISED_MAX, each at most TOKEN_ADDRESS_MAX bytes.

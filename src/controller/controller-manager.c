@@ -11,6 +11,7 @@
 #include "controller-bus.h"
 #include "controller-control.h"
 #include "controller-enroll.h"
+#include "controller-admin.h"
 #include "controller-manager.h"
 #include "crypto-x509.h"
 #include "event-util.h"
@@ -308,6 +309,8 @@ int manager_ca_changed(Manager *m, unsigned changes) {
                 if (r < 0)
                         return log_error_errno(r, "Failed to apply the new server certificate or trust bundle: %m");
         }
+        if (changes & CONTROLLER_CA_CHANGED_SERVER)
+                (void) controller_admin_certificate_changed(m);
         if (changes & CONTROLLER_CA_CHANGED_BUNDLE) {
                 r = control_registry_push_trust_bundle(m->control);
                 if (r < 0)
@@ -604,8 +607,7 @@ static int manager_open_listeners(Manager *m) {
                                 return r;
                 }
 
-        /* The admin API (REST, dashboard, metrics) serves these once it exists; until then the controller
-         * only holds what socket activation passed, so the unit can already declare it, and binds nothing. */
+        /* The admin listener (controller-admin.h) serves dups of these; they stay ours until the end. */
         fds = mfree(fds);
         r = listen_fds_take("admin", &fds, &n);
         if (r < 0)
@@ -632,6 +634,9 @@ int manager_start(Manager *m) {
         assert(m);
 
         r = manager_open_listeners(m);
+        if (r < 0)
+                return r;
+        r = controller_admin_start(m);
         if (r < 0)
                 return r;
 
@@ -760,6 +765,7 @@ Manager *manager_free(Manager *m) {
                 connection_free(m->connections);
         for (size_t i = 0; i < m->n_listeners; i++)
                 listener_free(m->listeners[i]);
+        controller_admin_stop(m);
         for (size_t i = 0; i < m->n_admin_fds; i++)
                 safe_close(m->admin_fds[i]);
 

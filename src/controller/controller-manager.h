@@ -45,6 +45,7 @@
 typedef struct Connection Connection;
 typedef struct ControlRegistry ControlRegistry;
 
+typedef struct HttpServer HttpServer;
 typedef struct ManagerOptions {
         const char *confdir;        /* NULL: ZTNA_CONFDIR */
         bool bus;                   /* register org.ztna.Controller1 on the system bus (or $ZTNA_BUS_ADDRESS) */
@@ -69,8 +70,10 @@ typedef struct Manager {
         GrpcServer *grpc;
         Listener *listeners[MANAGER_LISTENERS_MAX];
         size_t n_listeners;
-        int admin_fds[MANAGER_LISTENERS_MAX];
+        int admin_fds[MANAGER_LISTENERS_MAX];   /* passed as "admin"; the admin servers serve dups */
         size_t n_admin_fds;
+        HttpServer *admin_servers[MANAGER_LISTENERS_MAX]; /* controller-admin.h */
+        size_t n_admin_servers;
         Connection *connections;    /* linked list */
         size_t n_connections;
         Hashmap *anonymous_sources; /* source address → number of certificate-less connections (uintptr_t) */

@@ -5,11 +5,13 @@ by name, a SIGTERM drain, a kill -9 in the middle of enrollments, and no secret 
 Enrollments are made by grpc-js (tests/interop/enroll-client.js), a stock gRPC peer."""
 import base64
 import concurrent.futures
+import http.client
 import json
 import os
 import signal
 import socket
 import sqlite3
+import ssl
 import subprocess
 import time
 
@@ -137,8 +139,8 @@ def test_ready_status_and_sigterm_drain(controller):
 
 
 def test_socket_activation_by_name(controller, node, tmp_path):
-    """systemd-socket-activate passes two named sockets; the controller serves 'grpc' and holds 'admin', and
-    does not bind ListenGRPC= itself."""
+    """systemd-socket-activate passes two named sockets; the controller serves gRPC on 'grpc' and its admin
+    listener (HTTPS) on 'admin', and binds neither ListenGRPC= nor ListenAdmin= itself."""
     controller.init()
     controller.bus.start()
     controller.start()  # only to create a token over the bus
@@ -175,9 +177,21 @@ def test_socket_activation_by_name(controller, node, tmp_path):
         assert b"READY=1" in notify.recv(4096)
         text = (tmp_path / "sa.log").read_text()
         assert f"Serving gRPC on 127.0.0.1:{activated}" in text
-        # ListenGRPC= was not bound: socket activation replaces it.
+        # ListenGRPC= and ListenAdmin= were not bound: socket activation replaces them.
         with pytest.raises(ConnectionRefusedError):
             socket.create_connection(("127.0.0.1", controller.port), timeout=2).close()
+        listen_admin = int(controller.conf["Network"]["ListenAdmin"].rsplit(":", 1)[1])
+        with pytest.raises(ConnectionRefusedError):
+            socket.create_connection(("127.0.0.1", listen_admin), timeout=2).close()
+        # The passed admin socket speaks HTTPS.
+        ctx = ssl.create_default_context()
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+        c = http.client.HTTPSConnection("127.0.0.1", admin, context=ctx, timeout=10)
+        c.request("GET", "/healthz")
+        r = c.getresponse()
+        assert (r.status, r.read()) == (200, b"ok\n")
+        c.close()
     finally:
         os.kill(proc.pid, signal.SIGTERM)
         rc = proc.wait(timeout=15)
