@@ -40,47 +40,6 @@ static const char dummy_hash[] =
 
 /* --- text rules --- */
 
-/* Strict UTF-8 (RFC 3629): no overlong forms, no surrogates, nothing above U+10FFFF. */
-static bool utf8_is_valid(const char *s, size_t n) {
-        const unsigned char *p = (const unsigned char *) s;
-
-        for (size_t i = 0; i < n;) {
-                unsigned char c = p[i];
-                size_t len;
-                uint32_t cp, min;
-
-                if (c < 0x80) {
-                        i++;
-                        continue;
-                }
-                if ((c & 0xe0) == 0xc0) {
-                        len = 2;
-                        cp = c & 0x1f;
-                        min = 0x80;
-                } else if ((c & 0xf0) == 0xe0) {
-                        len = 3;
-                        cp = c & 0x0f;
-                        min = 0x800;
-                } else if ((c & 0xf8) == 0xf0) {
-                        len = 4;
-                        cp = c & 0x07;
-                        min = 0x10000;
-                } else
-                        return false;
-                if (n - i < len)
-                        return false;
-                for (size_t j = 1; j < len; j++) {
-                        if ((p[i + j] & 0xc0) != 0x80)
-                                return false;
-                        cp = (cp << 6) | (p[i + j] & 0x3f);
-                }
-                if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
-                        return false;
-                i += len;
-        }
-        return true;
-}
-
 #define ADMIN_NAME_RULE "1-64 characters of a-z 0-9 . _ @ -, starting with a letter or digit"
 
 int auth_password_check(const char *password, const char **ret_reason) {

@@ -329,47 +329,6 @@ int store_array_grow(void **array, size_t *allocated, size_t n, size_t element_s
 
 /* Validation */
 
-/* Strict UTF-8 (RFC 3629): no overlong forms, no surrogates, nothing above U+10FFFF. */
-static bool utf8_is_valid(const char *s, size_t n) {
-        const unsigned char *p = (const unsigned char *) s;
-
-        for (size_t i = 0; i < n;) {
-                unsigned char c = p[i];
-                size_t len;
-                uint32_t cp, min;
-
-                if (c < 0x80) {
-                        i++;
-                        continue;
-                }
-                if ((c & 0xe0) == 0xc0) {
-                        len = 2;
-                        cp = c & 0x1f;
-                        min = 0x80;
-                } else if ((c & 0xf0) == 0xe0) {
-                        len = 3;
-                        cp = c & 0x0f;
-                        min = 0x800;
-                } else if ((c & 0xf8) == 0xf0) {
-                        len = 4;
-                        cp = c & 0x07;
-                        min = 0x10000;
-                } else
-                        return false;
-                if (n - i < len)
-                        return false;
-                for (size_t j = 1; j < len; j++) {
-                        if ((p[i + j] & 0xc0) != 0x80)
-                                return false;
-                        cp = (cp << 6) | (p[i + j] & 0x3f);
-                }
-                if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
-                        return false;
-                i += len;
-        }
-        return true;
-}
-
 /* A text field: NULL (when optional) or 1..STORE_STRING_MAX bytes of UTF-8. */
 static int text_validate(const char *field, const char *s, bool required) {
         size_t n;

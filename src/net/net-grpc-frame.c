@@ -9,6 +9,7 @@
 
 #include "log.h"
 #include "net-grpc-frame.h"
+#include "string-util.h"
 
 /* Field numbers protobuf allows (2^29 - 1 at most). */
 #define PROTOBUF_FIELD_NUMBER_MIN 1
@@ -285,51 +286,6 @@ static int read_varint(const uint8_t **p, size_t *n, uint64_t *ret) {
         return -EBADMSG;
 }
 
-/* Strict UTF-8 (RFC 3629: no overlong forms, no surrogates, nothing above U+10FFFF) without NUL. */
-static bool utf8_is_valid_no_nul(const uint8_t *s, size_t n) {
-        size_t i = 0;
-
-        while (i < n) {
-                uint8_t c = s[i];
-                uint32_t cp;
-                size_t len;
-
-                if (c == 0)
-                        return false;
-                if (c < 0x80) {
-                        i++;
-                        continue;
-                }
-
-                if (c >= 0xc2 && c <= 0xdf) {
-                        len = 2;
-                        cp = c & 0x1f;
-                } else if (c >= 0xe0 && c <= 0xef) {
-                        len = 3;
-                        cp = c & 0x0f;
-                } else if (c >= 0xf0 && c <= 0xf4) {
-                        len = 4;
-                        cp = c & 0x07;
-                } else
-                        return false;
-
-                if (n - i < len)
-                        return false;
-                for (size_t k = 1; k < len; k++) {
-                        if ((s[i + k] & 0xc0) != 0x80)
-                                return false;
-                        cp = cp << 6 | (s[i + k] & 0x3f);
-                }
-
-                if ((len == 3 && cp < 0x800) || (len == 4 && cp < 0x10000) || cp > 0x10ffff ||
-                    (cp >= 0xd800 && cp <= 0xdfff))
-                        return false;
-                i += len;
-        }
-
-        return true;
-}
-
 /* Walks the wire form once more, with the descriptor, to check what protobuf-c does not: string fields and
  * field numbers. Unknown fields are skipped unchecked; packed repeated scalars use wire type 2 too and are
  * skipped. */
@@ -378,7 +334,9 @@ static int message_validate(const ProtobufCMessageDescriptor *desc, const uint8_
                         if (len > n)
                                 return -EBADMSG;
 
-                        if (f && f->type == PROTOBUF_C_TYPE_STRING && !utf8_is_valid_no_nul(p, len))
+                        /* Strict UTF-8 without NUL. */
+                        if (f && f->type == PROTOBUF_C_TYPE_STRING &&
+                            (memchr(p, 0, len) || !utf8_is_valid((const char *) p, len)))
                                 return log_debug_errno(EBADMSG, "Field %s.%s is not valid UTF-8 or "
                                                        "contains NUL.", desc->name, f->name);
                         if (f && f->type == PROTOBUF_C_TYPE_MESSAGE) {

@@ -64,42 +64,6 @@ bool metric_label_name_is_valid(const char *name) {
         return name_is_valid(name, false) && !startswith(name, "__");
 }
 
-/* Well-formed UTF-8: no overlong forms, no surrogates, nothing beyond U+10FFFF. */
-static bool utf8_is_valid(const char *s) {
-        const unsigned char *p = (const unsigned char *) s;
-
-        while (*p) {
-                uint32_t cp;
-                size_t len;
-
-                if (*p < 0x80) {
-                        p++;
-                        continue;
-                }
-                if ((*p & 0xe0) == 0xc0) {
-                        len = 2;
-                        cp = *p & 0x1f;
-                } else if ((*p & 0xf0) == 0xe0) {
-                        len = 3;
-                        cp = *p & 0x0f;
-                } else if ((*p & 0xf8) == 0xf0) {
-                        len = 4;
-                        cp = *p & 0x07;
-                } else
-                        return false;
-                for (size_t i = 1; i < len; i++) {
-                        if ((p[i] & 0xc0) != 0x80)
-                                return false;
-                        cp = (cp << 6) | (p[i] & 0x3f);
-                }
-                if ((len == 2 && cp < 0x80) || (len == 3 && cp < 0x800) || (len == 4 && cp < 0x10000) ||
-                    (cp >= 0xd800 && cp <= 0xdfff) || cp > 0x10ffff)
-                        return false;
-                p += len;
-        }
-        return true;
-}
-
 int metrics_writer_new(size_t max_size, MetricsWriter **ret) {
         MetricsWriter *w;
 
@@ -182,7 +146,8 @@ int metrics_family(MetricsWriter *w, const char *name, MetricType type, const ch
 
         if (w->error < 0)
                 return w->error;
-        if (!metric_name_is_valid(name) || !metric_type_to_string(type) || !help || !utf8_is_valid(help))
+        if (!metric_name_is_valid(name) || !metric_type_to_string(type) || !help ||
+            !utf8_is_valid(help, strlen(help)))
                 return fail(w, -EINVAL);
         if (type == METRIC_COUNTER && (!endswith(name, "_total") || streq(name, "_total")))
                 return fail(w, -EINVAL);
@@ -220,7 +185,7 @@ static int labels_check(const char *const *labels) {
                         return -E2BIG;
                 if (!metric_label_name_is_valid(l[0]))
                         return -EINVAL;
-                if (l[1] && !utf8_is_valid(l[1]))
+                if (l[1] && !utf8_is_valid(l[1], strlen(l[1])))
                         return -EINVAL;
                 for (const char *const *k = labels; k < l; k += 2)
                         if (streq(k[0], l[0]))

@@ -33,6 +33,9 @@ bool string_has_cc(const char *s, const char *ok) _pure_;
 bool string_is_printable_ascii(const char *s) _pure_;
 /* Text fit for a record or a listing: non-NULL, at most max bytes, no control characters. */
 bool string_is_valid_text(const char *s, size_t max) _pure_;
+/* n bytes of strict UTF-8 (RFC 3629): no overlong forms, no surrogates, nothing above U+10FFFF, no sequence
+ * cut short at the end. NUL bytes are valid UTF-8: callers that refuse them check for them. */
+bool utf8_is_valid(const char *s, size_t n) _pure_;
 
 /* NULL-safe equality: two NULLs are equal, NULL and a string are not. */
 static inline bool streq_ptr(const char *a, const char *b) {

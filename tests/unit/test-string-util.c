@@ -145,3 +145,34 @@ TEST(string_is_valid_text) {
         ASSERT_FALSE(string_is_valid_text("\x1b[2J", 10));
         ASSERT_TRUE(string_is_valid_text("ünïcode", 10));
 }
+
+TEST(utf8_is_valid) {
+        static const struct {
+                const char *s;
+                size_t n;
+                bool valid;
+        } table[] = {
+                { "", 0, true },
+                { "plain ascii", 11, true },
+                { "caf\xc3\xa9", 5, true },
+                { "\xe2\x82\xac", 3, true },                  /* U+20AC */
+                { "\xf0\x9f\x94\x92", 4, true },              /* U+1F512 */
+                { "\xf4\x8f\xbf\xbf", 4, true },              /* U+10FFFF, the last */
+                { "a\0b", 3, true },                          /* NUL is UTF-8: callers refuse it */
+                { "\xc0\xaf", 2, false },                     /* overlong "/" */
+                { "\xe0\x80\xaf", 3, false },                 /* overlong, 3 bytes */
+                { "\xf0\x82\x82\xac", 4, false },             /* overlong, 4 bytes */
+                { "\xed\xa0\x80", 3, false },                 /* U+D800, a surrogate */
+                { "\xf4\x90\x80\x80", 4, false },             /* above U+10FFFF */
+                { "\xf8\x88\x80\x80\x80", 5, false },         /* 5-byte form */
+                { "\xc3", 1, false },                         /* cut short */
+                { "\xe2\x82", 2, false },                     /* cut short */
+                { "\xc3\x28", 2, false },                     /* bad continuation */
+                { "\x80", 1, false },                         /* lone continuation */
+        };
+
+        for (size_t i = 0; i < ELEMENTSOF(table); i++) {
+                CASE("#%zu", i);
+                ASSERT_EQ(utf8_is_valid(table[i].s, table[i].n), table[i].valid);
+        }
+}
